@@ -1,0 +1,250 @@
+"""The `zoo` command: the composition root.
+
+The only module that may import every layer, and only lazily inside the subcommand that
+needs it, so `zoo list` stays fast. `--json` prints one JSON document on stdout and nothing
+else (logs and progress go to stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="zoo: vision model zoo (train, predict, export, serve).")
+log = logging.getLogger("zoo")
+
+
+def _emit_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _parse_pairs(pairs: list[str] | None, flag: str) -> dict[str, str]:
+    parsed: dict[str, str] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            _fail(f"{flag} expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def _card_or_fail(name: str):
+    from zoo.registry import get_card
+
+    try:
+        return get_card(name)
+    except KeyError as err:
+        _fail(str(err.args[0]))
+
+
+@app.command("list")
+def list_command(
+    task: Optional[str] = typer.Option(None, "--task", help="Only models for this task (e.g. anomaly-detection)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the cards as JSON."),
+) -> None:
+    """List the registered models."""
+    from zoo.registry import list_models
+
+    cards = list_models(task)
+    if as_json:
+        _emit_json([card.to_json() for card in cards])
+        return
+    for card in cards:
+        typer.echo(f"{card.name:<14} {card.task:<22} {card.title} ({card.year})  variants: {', '.join(card.variants)}")
+
+
+@app.command("info")
+def info_command(
+    name: str = typer.Argument(..., help="Model name (see `zoo list`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the card as JSON."),
+) -> None:
+    """Show a model's card, with each variant's parameter counts (computed on the meta device)."""
+    card = _card_or_fail(name)
+    document = card.to_json(with_params=True)
+    if as_json:
+        _emit_json(document)
+        return
+    typer.echo(f"{card.name}: {card.title} ({card.year}), arXiv {card.arxiv}")
+    typer.echo(f"  task: {card.task}   result: {card.result_type}   repo: {card.repo} ({card.license})")
+    typer.echo(f"  {card.summary}")
+    for vname, entry in document["variants"].items():
+        params = ", ".join(f"{k} {v:,}" for k, v in entry["params"].items())
+        demo = "  [demo weights]" if entry["demo_weights"] else ""
+        typer.echo(f"  variant {vname}: {params}{demo}")
+    typer.echo(f"  graphs: {', '.join(card.graphs)}   train stages: {', '.join(card.train_stages)}")
+    for metric in card.metrics:
+        typer.echo(f"  measured {metric.name} = {metric.value:.4g} ({metric.variant}, {metric.data}; `{metric.command}`, {metric.date})")
+
+
+@app.command("train")
+def train_command(
+    name: str = typer.Argument(..., help="Model name."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Variant to train (default: the card's default)."),
+    data: str = typer.Option("synthetic", "--data", help="'synthetic' (procedural data, written in the real format) or a dataset path."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: the paper's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and augmentation."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/NAME-VARIANT-STAGE)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help="Override a hyperparameter: key=value (repeatable)."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Training stage (default: the card's first)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (fine-tuning)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Train or fine-tune a model with the paper's losses; writes OUT/model.safetensors, model.json, log.jsonl, checkpoints/."""
+    from training import Trainer
+    from zoo.registry import create_model
+    from zoo.weights import WeightsError, save_weights
+
+    card = _card_or_fail(name)
+    variant = variant or card.default_variant
+    if variant not in card.variants:
+        _fail(f"model {name!r} has no variant {variant!r}; variants: {', '.join(card.variants)}")
+    if not card.train_stages:
+        _fail(f"model {name!r} has no training stages")
+    stage = stage or next(iter(card.train_stages))
+    if stage not in card.train_stages:
+        _fail(f"model {name!r} has no stage {stage!r}; stages: {', '.join(card.train_stages)}")
+    spec = card.train_stages[stage]
+    out = out or Path("runs") / f"{name}-{variant}-{stage}"
+    if data != "synthetic" and not Path(data).exists():
+        _fail(f"--data {data}: no such path (use 'synthetic' for procedural data)")
+
+    config = spec.config_cls()
+    try:
+        config = config.override({k: str(v) for k, v in spec.variant_defaults.get(variant, {}).items()})
+        config = config.override(_parse_pairs(sets, "--set"))
+    except ValueError as err:
+        _fail(str(err))
+    if steps is not None:
+        if steps <= 0:
+            _fail("--steps must be positive")
+        config = config.override({"steps": str(steps)})
+
+    try:
+        pipeline = create_model(name, variant, weights=weights or "random", device="cpu")
+    except (WeightsError, FileNotFoundError) as err:
+        _fail(str(err))
+    torch_seed(seed)
+    command = "zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    task = spec.build_task(pipeline.model, data, config, seed, Path(out))
+    run_info = {"model": name, "variant": variant, "stage": stage, "data": data, "seed": seed, "command": command}
+    trainer = Trainer(task, out, seed=seed, resume=resume, device=device, progress=progress and not as_json, run_info=run_info)
+    started = time.time()
+    try:
+        result = trainer.fit()
+    except FileNotFoundError as err:
+        _fail(str(err))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    from zoo.registry import json_safe
+    import dataclasses
+
+    metadata = {
+        **run_info,
+        "config": json_safe(dataclasses.asdict(pipeline.config)),
+        "train_config": json_safe(config.to_dict()),
+        "metrics": result.metrics,
+        "steps": result.steps_done,
+        "seconds": round(time.time() - started, 1),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    path = save_weights(result.module, Path(out) / "model.safetensors", metadata)
+    summary = {"weights": str(path), **metadata}
+    if as_json:
+        _emit_json(summary)
+    else:
+        typer.echo(f"saved {path}")
+        for key, value in result.metrics.items():
+            typer.echo(f"  {key}: {value:.4f}" if isinstance(value, float) else f"  {key}: {value}")
+
+
+def torch_seed(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@app.command("predict")
+def predict_command(
+    name: str = typer.Argument(..., help="Model name."),
+    inputs: list[str] = typer.Argument(..., help="Image paths (or skimage:NAME for a bundled example image)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
+    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime (needs --export-dir)."),
+    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Folder written by `zoo export` (for --backend onnxruntime)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    opts: Optional[list[str]] = typer.Option(None, "--opt", help="Model option key=value (see `zoo info NAME`)."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the drawn result here (PNG); several inputs get -0, -1, ... suffixes."),
+) -> None:
+    """Run a model on images and print (or draw) the results."""
+    from zoo.imageio import ImageDecodeError, load_image
+    from zoo.registry import create_model
+    from zoo.weights import WeightsError
+
+    card = _card_or_fail(name)
+    try:
+        options = card.parse_options(_parse_pairs(opts, "--opt"))
+    except ValueError as err:
+        _fail(str(err))
+    try:
+        images = [load_image(item) for item in inputs]
+    except ImageDecodeError as err:
+        _fail(str(err))
+    backend_options: dict[str, Any] = {}
+    if export_dir is not None:
+        backend_options["export_dir"] = export_dir
+    try:
+        pipeline = create_model(name, variant, weights=weights, backend=backend, device=device, **backend_options)
+    except (WeightsError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    results = pipeline.predict(images, **options)
+    documents = [{"input": item, **result.to_json()} for item, result in zip(inputs, results)]
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for index, (image, result) in enumerate(zip(images, results)):
+            target = out if len(results) == 1 else out.with_name(f"{out.stem}-{index}{out.suffix or '.png'}")
+            result.draw(image).save(target)
+    if as_json:
+        _emit_json({"model": name, "variant": pipeline.variant, "backend": pipeline.backend, "results": documents})
+        return
+    for document in documents:
+        summary = {k: v for k, v in document.items() if k not in ("input", "type")}
+        typer.echo(f"{document['input']}: " + ", ".join(f"{k}={_short(v)}" for k, v in summary.items()))
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    text = json.dumps(value, default=str)
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("ZOO_LOG_LEVEL", "WARNING"), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Decoding untrusted images, with limits.
+
+Every image that enters the zoo from outside (CLI paths, HTTP uploads, demo widgets) goes
+through `load_image`: the pixel count is checked from the header before any pixel is
+decoded, EXIF orientation is applied, and every mode (grayscale, palette, RGBA, 16-bit)
+becomes 8-bit RGB. Failures raise `ImageDecodeError` with a message that names the problem.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = int(os.environ.get("ZOO_MAX_IMAGE_PIXELS", 40_000_000))
+DEFAULT_MAX_BYTES = int(os.environ.get("ZOO_MAX_IMAGE_BYTES", 50 * 1024 * 1024))
+
+
+class ImageDecodeError(ValueError):
+    """Bytes that are not a usable image. `too_large` tells the server to answer 413."""
+
+    def __init__(self, message: str, too_large: bool = False):
+        super().__init__(message)
+        self.too_large = too_large
+
+
+def load_image(source: Any, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Image.Image:
+    """bytes, a path, a PIL image, a numpy array (H, W[, C]) or an example name
+    ("skimage:NAME") -> an 8-bit RGB PIL image."""
+    if isinstance(source, Image.Image):
+        return _to_rgb(source)
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source)
+    if isinstance(source, str) and source.startswith("skimage:"):
+        return _array_to_rgb(example_image(source.split(":", 1)[1]))
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageDecodeError(f"{path}: no such image file")
+        if path.stat().st_size > max_bytes:
+            raise ImageDecodeError(f"{path}: {path.stat().st_size} bytes is over the {max_bytes}-byte limit", too_large=True)
+        data = path.read_bytes()
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        raise ImageDecodeError(f"cannot read an image from {type(source).__name__}")
+    return decode_image(data, max_pixels=max_pixels, max_bytes=max_bytes)
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Image.Image:
+    if not data:
+        raise ImageDecodeError("empty image data")
+    if len(data) > max_bytes:
+        raise ImageDecodeError(f"image is {len(data)} bytes, over the {max_bytes}-byte limit", too_large=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
+            width, height = image.size
+            frames = getattr(image, "n_frames", 1)
+            if width * height > max_pixels:
+                raise ImageDecodeError(f"image is {width}x{height} = {width * height} pixels, over the {max_pixels}-pixel limit", too_large=True)
+            if width <= 0 or height <= 0:
+                raise ImageDecodeError(f"image has an empty size {width}x{height}")
+            if frames > 1:
+                image.seek(0)  # animated formats: first frame only
+            image.load()
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        raise ImageDecodeError(f"image rejected as a decompression bomb: {err}", too_large=True) from err
+    except UnidentifiedImageError as err:
+        raise ImageDecodeError("not an image: the bytes match no known image format") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageDecodeError(f"truncated or corrupt image: {err}") from err
+    return _to_rgb(image)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    image = ImageOps.exif_transpose(image) or image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        return _array_to_rgb((array / top * 255).round().clip(0, 255).astype(np.uint8))
+    if image.mode == "F":
+        return _array_to_rgb(np.asarray(image))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _array_to_rgb(array: np.ndarray) -> Image.Image:
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3, 4):
+        array = np.moveaxis(array, 0, -1)  # CHW -> HWC
+    if array.dtype == np.uint16:
+        array = (array / 257).round().astype(np.uint8)
+    elif array.dtype != np.uint8:
+        array = (np.clip(array.astype(np.float64), 0, 1) * 255).round().astype(np.uint8)
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise ImageDecodeError(f"array of shape {array.shape} is not an image (H, W), (H, W, 3) or (H, W, 4)")
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    if array.shape[-1] == 4:
+        return _to_rgb(Image.fromarray(array, "RGBA"))
+    return Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+
+def example_image(name: str) -> np.ndarray:
+    """An image that scikit-image ships (works offline), e.g. "brick", "astronaut", "page"."""
+    from skimage import data
+
+    loader = getattr(data, name, None)
+    if loader is None or not callable(loader):
+        raise ImageDecodeError(f"unknown example image skimage:{name}")
+    return np.asarray(loader())
+
+
+def to_tensor(image: Image.Image, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """RGB PIL -> float32 (3, H, W) in [0, 1], optionally resized (bilinear) to size (H, W)."""
+    if size is not None:
+        h, w = (size, size) if isinstance(size, int) else size
+        image = image.resize((w, h), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def to_image(tensor: torch.Tensor) -> Image.Image:
+    """float (3, H, W) in [0, 1] -> RGB PIL."""
+    array = tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray((array * 255).round().astype(np.uint8))

@@ -191,6 +191,7 @@ def json_safe(value: Any) -> Any:
 
 
 _REGISTRY: dict[str, tuple[ModelCard, Callable[[Any], "Pipeline"]]] = {}
+_FAMILY_ERRORS: dict[str, str] = {}
 _LOADED = False
 
 
@@ -215,7 +216,19 @@ def _load_families() -> None:
         return
     _LOADED = True
     for module in FAMILY_MODULES:
-        importlib.import_module(module)
+        # One family failing to import (a missing optional package, a bug) must not take
+        # the others down: it is logged and reported by family_errors().
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # noqa: BLE001 - reported, never swallowed silently
+            _FAMILY_ERRORS[module] = f"{type(err).__name__}: {err}"
+            log.error("model family %s failed to import: %s", module, _FAMILY_ERRORS[module])
+
+
+def family_errors() -> dict[str, str]:
+    """Families that failed to import, with the error (empty when all loaded)."""
+    _load_families()
+    return dict(_FAMILY_ERRORS)
 
 
 def _lookup(name: str) -> tuple[ModelCard, Callable[[Any], "Pipeline"]]:

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+
+from zoo import registry
+from zoo.registry import OptionSpec
+
+
+def test_duplicate_name_is_an_error(toy_model):
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_model(toy_model)(lambda config: None)
+
+
+def test_unknown_name_lists_close_matches(toy_model):
+    with pytest.raises(KeyError, match="did you mean toy-anomaly"):
+        registry.get_card("toy-anomaly2")
+
+
+def test_list_models_filters_by_task(toy_model):
+    names = [c.name for c in registry.list_models("anomaly-detection")]
+    assert "toy-anomaly" in names
+    assert registry.list_models("no-such-task") == []
+
+
+def test_parameter_counts_on_meta_device(toy_model):
+    counts = registry.parameter_counts("toy-anomaly", "micro")
+    assert counts == {"total": 117, "encoder": 112, "head": 5}
+    assert counts["total"] == toy_model.variants["micro"].paper_params["total"]
+
+
+def test_create_model_random_and_predict(toy_model):
+    model = registry.create_model("toy-anomaly", weights="random")
+    result = model.predict(np.zeros((20, 30, 3), np.uint8), threshold=0.1)
+    assert result.map.shape == (16, 16)
+    assert isinstance(result.score, float)
+    batch = model.predict([np.zeros((8, 8), np.uint8)] * 3)
+    assert len(batch) == 3
+
+
+def test_unknown_variant_and_option(toy_model):
+    with pytest.raises(KeyError, match="no variant 'xl'"):
+        registry.create_model("toy-anomaly", variant="xl", weights="random")
+    model = registry.create_model("toy-anomaly", weights="random")
+    with pytest.raises(ValueError, match="no option 'tresh'"):
+        model.predict(np.zeros((8, 8, 3), np.uint8), tresh=1)
+    with pytest.raises(ValueError, match=">= 0.0"):
+        model.predict(np.zeros((8, 8, 3), np.uint8), threshold=-1)
+
+
+def test_option_spec_parsing():
+    spec = OptionSpec("steps", "int", 4, minimum=1, maximum=10)
+    assert spec.parse("7") == 7
+    with pytest.raises(ValueError, match="expects int"):
+        spec.parse("seven")
+    with pytest.raises(ValueError, match="<= 10"):
+        spec.parse(11)
+    assert OptionSpec("flag", "bool", False).parse("true") is True
+    with pytest.raises(ValueError, match="one of"):
+        OptionSpec("task", "str", "a", choices=("a", "b")).parse("c")
+
+
+def test_graph_runner_swap(toy_model):
+    model = registry.create_model("toy-anomaly", weights="random")
+    image = torch.rand(2, 3, 16, 16)
+    torch_out = model.run_graph("toy", image)
+    model.set_runner("toy", lambda x: (torch.zeros(x.shape[0], 1, 16, 16), torch.full((x.shape[0],), 7.0)))
+    assert model.run_graph("toy", image)[1].tolist() == [7.0, 7.0]
+    model.set_runner("toy", None)
+    assert torch.equal(model.run_graph("toy", image)[1], torch_out[1])
+    with pytest.raises(KeyError, match="no graph"):
+        model.set_runner("nope", None)
+
+
+def test_unknown_backend_is_a_clear_error(toy_model):
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        registry.create_model("toy-anomaly", weights="random", backend="tpu")
+
+
+def test_card_json_has_params(toy_model):
+    document = toy_model.to_json(with_params=True)
+    assert document["variants"]["micro"]["params"]["total"] == 117
+    assert document["variants"]["micro"]["config"] == {"width": 4, "image_size": 16}

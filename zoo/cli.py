@@ -107,7 +107,7 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Train or fine-tune a model with the paper's losses; writes OUT/model.safetensors, model.json, log.jsonl, checkpoints/."""
-    from training import Trainer
+    from training import NonFiniteLossError, RunExistsError, Trainer
     from zoo.registry import create_model
     from zoo.weights import WeightsError, save_weights
 
@@ -148,7 +148,9 @@ def train_command(
     started = time.time()
     try:
         result = trainer.fit()
-    except FileNotFoundError as err:
+    except RunExistsError as err:
+        _fail(f"{err} (continue it with --resume, or choose another --out)")
+    except (FileNotFoundError, NonFiniteLossError) as err:
         _fail(str(err))
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -232,6 +234,105 @@ def predict_command(
     for document in documents:
         summary = {k: v for k, v in document.items() if k not in ("input", "type")}
         typer.echo(f"{document['input']}: " + ", ".join(f"{k}={_short(v)}" for k, v in summary.items()))
+
+
+@app.command("export")
+def export_command(
+    name: str = typer.Argument(..., help="Model name."),
+    fmt: str = typer.Option(..., "--format", help="onnx | onnx-fp16 | tensorrt | triton."),
+    out: Path = typer.Option(..., "--out", help="Output folder (for triton: the model repository)."),
+    variant: Optional[str] = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
+    exporter: str = typer.Option("auto", "--exporter", help="auto (torch.export, falling back to TorchScript) | dynamo | torchscript."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | fp16 for tensorrt (default fp16) and triton (default fp32)."),
+    triton_backend: str = typer.Option("onnxruntime", "--triton-backend", help="triton: serve ONNX (onnxruntime) or TensorRT plans (tensorrt)."),
+    instance_kind: str = typer.Option("auto", "--instance-kind", help="triton instance_group kind: auto | cpu | gpu."),
+    as_json: bool = typer.Option(False, "--json", help="Print export.json on stdout."),
+) -> None:
+    """Export a model's graphs, check them against PyTorch, write OUT/export.json with the figures."""
+    from export import FORMATS, ExportError, ParityError, export_model, summary_lines
+    from zoo.weights import WeightsError
+
+    _card_or_fail(name)
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    try:
+        manifest = export_model(
+            name, fmt, out, variant=variant, weights=weights, exporter=exporter, precision=precision,
+            triton_backend=triton_backend, instance_kind=instance_kind,
+        )
+    except ParityError as err:
+        if as_json:
+            _emit_json({"error": str(err), **err.report.get("manifest", {})})
+        typer.echo(f"error: export parity check failed; figures in {out / 'export.json'}\n{err}", err=True)
+        raise typer.Exit(1)
+    except (ExportError, WeightsError, FileNotFoundError, ValueError) as err:
+        _fail(str(err))
+    if as_json:
+        _emit_json(manifest)
+        return
+    for line in summary_lines(manifest):
+        typer.echo(line)
+    typer.echo(f"wrote {out / 'export.json'}")
+
+
+@app.command("serve")
+def serve_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs --api-key."),
+    port: int = typer.Option(8000, "--port", help="Port to bind."),
+    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated models to serve, NAME or NAME:VARIANT (default: every registered model)."),
+    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime (needs --export-dir)."),
+    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Folder written by `zoo export` (DIR/NAME per model, or one model's folder)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key); env ZOO_API_KEY."),
+    max_batch_size: int = typer.Option(8, "--max-batch-size", help="Dynamic batching: rows per execution (1 turns batching off)."),
+    max_queue_delay_ms: float = typer.Option(5.0, "--max-queue-delay-ms", help="Dynamic batching: how long a request may wait for company."),
+    queue_size: int = typer.Option(64, "--queue-size", help="Requests waiting per graph before 503 + Retry-After."),
+    timeout_s: float = typer.Option(30.0, "--timeout-s", help="Per-request timeout (queue + compute) before 504."),
+    no_demo: bool = typer.Option(False, "--no-demo", help="Do not mount the Gradio demo at /demo."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body (413 above)."),
+    max_image_pixels: Optional[int] = typer.Option(None, "--max-image-pixels", help="Largest image (width x height) an upload may declare (413 above)."),
+) -> None:
+    """Serve every model over HTTP: Open Inference Protocol v2 (tritonclient works), REST, /metrics, the demo at /demo."""
+    from serving import BatchingConfig, Limits, ServeOptions, serve
+
+    try:
+        batching = BatchingConfig(max_batch_size=max_batch_size, max_queue_delay_s=max_queue_delay_ms / 1000.0, queue_size=queue_size, timeout_s=timeout_s)
+        limits = Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), **({"max_image_pixels": max_image_pixels} if max_image_pixels else {}))
+    except ValueError as err:
+        _fail(str(err))
+    demo = None
+    if not no_demo:
+        from demos import build_demo
+
+        def demo(manager):  # noqa: ANN001 - the server hands over its loaded models
+            return build_demo(list(manager.entries), get_pipeline=manager.pipeline)
+
+    options = ServeOptions(
+        host=host, port=port, models=models, backend=backend, device=device, export_dir=str(export_dir) if export_dir else None,
+        api_key=api_key, batching=batching, limits=limits, demo=demo,
+    )
+    try:
+        serve(options, echo=typer.echo)
+    except ValueError as err:
+        _fail(str(err))
+
+
+@app.command("demo")
+def demo_command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs --api-key."),
+    port: int = typer.Option(7860, "--port", help="Port to bind."),
+    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated models, NAME or NAME:VARIANT (default: every registered model)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Login 'zoo' with this key as the password; env ZOO_API_KEY."),
+) -> None:
+    """Run the Gradio demo alone: a tab per model, bundled demo weights and examples."""
+    from demos import launch_demo
+
+    typer.echo(f"zoo demo: http://{host}:{port}/")
+    try:
+        launch_demo(host=host, port=port, models=models, api_key=api_key)
+    except ValueError as err:
+        _fail(str(err))
 
 
 def _short(value: Any) -> str:

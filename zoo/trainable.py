@@ -26,10 +26,12 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     optimizer: str = "adam"  # adam | adamw | sgd
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw
+    momentum: float = 0.9  # sgd only
     schedule: str = "constant"  # constant | step | cosine | poly
     lr_milestones: tuple[float, ...] = ()  # fractions of `steps` where a step schedule multiplies by lr_gamma
     lr_gamma: float = 0.1
+    lr_power: float = 0.9  # exponent of the poly schedule, (1 - t) ** lr_power
     warmup_steps: int = 0
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     ema_decay: float = 0.0  # 0 disables the EMA copy
@@ -93,6 +95,8 @@ class TrainTask:
       (e.g. quantile calibration, validation metrics).
     - `evaluate(module) -> metrics`: optional, run every `eval_every` steps and at the end.
     - `to_pipeline(module)`: returns the module whose state dict is saved as the model weights.
+    - `extra`: free-form; the loop reads `ddp_find_unused_parameters` (bool, default False)
+      for modules whose training_step leaves some trainable parameters unused.
     """
 
     module: nn.Module

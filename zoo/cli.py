@@ -148,9 +148,7 @@ def train_command(
     started = time.time()
     try:
         result = trainer.fit()
-    except RunExistsError as err:
-        _fail(f"{err} (continue it with --resume, or choose another --out)")
-    except (FileNotFoundError, NonFiniteLossError) as err:
+    except (RunExistsError, FileNotFoundError, NonFiniteLossError) as err:
         _fail(str(err))
     if int(os.environ.get("RANK", "0")) != 0:
         return

@@ -1,0 +1,10 @@
+"""Procedural data generators (deterministic by seed) and readers of real dataset formats.
+
+- `zoo.data.anomaly`: textures and a parts tray with structural and logical anomalies, written in the MVTec AD layout.
+- `zoo.data.mvtec`: reader for MVTec AD / MVTec LOCO AD folders (and the generator's output).
+- `zoo.data.natural`: photographs bundled with scikit-image, and a random-crop image-folder dataset.
+- `zoo.data.textures`: tinted texture sources and random patches of them.
+- `_rng`, `_io`, `_draw`: seeded random streams, reproducible image/JSON writing, drawing primitives.
+
+Submodules are imported on use, so that `import zoo.data` stays cheap.
+"""

@@ -183,8 +183,9 @@ def evaluate_anomaly(
     """Image AUROC, pixel AUROC and AU-PRO (FPR limit 0.3) of one test set.
 
     With `defect_types` (one a sample, "good" for normal) and `defect_kinds` ({defect:
-    "structural" | "logical"}) also `image_auroc_structural` and `image_auroc_logical`,
-    each that kind's anomalies against all good images, as in MVTec LOCO AD. `maps`
+    "structural" | "logical"}) naming both kinds, also `image_auroc_structural`,
+    `image_auroc_logical` (and the pixel metrics per kind), each that kind's anomalies
+    against all good images, as in MVTec LOCO AD. `maps`
     and `masks` may be None for image-level results only. A metric that the data cannot
     define (e.g. no anomalous pixels) is NaN.
     """
@@ -204,8 +205,12 @@ def evaluate_anomaly(
         unknown = sorted({t for t, a in zip(types, y) if a and t not in defect_kinds})
         if unknown:
             raise ValueError(f"defect types without a kind in defect_kinds: {unknown}")
-        for kind in KINDS:
+        present = {defect_kinds[t] for t, a in zip(types, y) if a}
+        for kind in KINDS if len(present) > 1 else ():  # one kind alone would repeat the totals
             keep = np.array([not a or defect_kinds[t] == kind for t, a in zip(types, y)])
             if np.any(keep & y):
                 result[f"image_auroc_{kind}"] = _or_nan(image_auroc, s[keep], y[keep])
+                if maps is not None and masks is not None:
+                    result[f"pixel_auroc_{kind}"] = _or_nan(pixel_auroc, m[keep], g[keep])
+                    result[f"au_pro_{kind}"] = _or_nan(au_pro, m[keep], g[keep])
     return result

@@ -290,7 +290,7 @@ def evaluate_anomaly(model: EfficientAD, dataset: Dataset, kinds: dict[str, str]
     """Image AUROC, pixel AUROC and AU-PRO (FPR <= 0.3) on a test split, via zoo.metrics.anomaly;
     with `kinds` ({defect type: "structural" | "logical"}) naming both kinds, also each metric
     on good + structural and good + logical images (as MVTec LOCO reports them)."""
-    from zoo.metrics.anomaly import au_pro, image_auroc, pixel_auroc
+    from zoo.metrics.anomaly import evaluate_anomaly as score_anomaly
 
     was_training = model.training
     model.eval()
@@ -304,23 +304,9 @@ def evaluate_anomaly(model: EfficientAD, dataset: Dataset, kinds: dict[str, str]
         masks.append(b["mask"].reshape(len(score), *b["mask"].shape[-2:]).numpy() > 0.5)
         types.extend(b["defect_type"])
     model.train(was_training)
-    all_maps, all_scores = np.concatenate(maps), np.concatenate(scores)
-    all_labels, all_masks = np.concatenate(labels).astype(int), np.concatenate(masks)
-    type_array = np.asarray(types)
-    subsets = {"": np.ones(len(all_scores), dtype=bool)}
-    present = {kind for t, kind in (kinds or {}).items() if t in set(types)}
-    for kind in sorted(present) if len(present) > 1 else ():  # one kind would repeat the totals
-        chosen = [t for t, k in (kinds or {}).items() if k == kind]
-        subsets[f"_{kind}"] = (all_labels == 0) | np.isin(type_array, chosen)
-    metrics: dict[str, float] = {}
-    for suffix, keep in subsets.items():
-        if not (all_labels[keep] == 1).any() or not (all_labels[keep] == 0).any():
-            continue
-        metrics[f"image_auroc{suffix}"] = float(image_auroc(all_scores[keep], all_labels[keep]))
-        if all_masks[keep].any():  # pixel metrics need annotated anomalous pixels
-            metrics[f"pixel_auroc{suffix}"] = float(pixel_auroc(all_maps[keep], all_masks[keep]))
-            metrics[f"au_pro{suffix}"] = float(au_pro(all_maps[keep], all_masks[keep], fpr_limit=0.3))
-    return metrics
+    metrics = score_anomaly(np.concatenate(scores), np.concatenate(maps), np.concatenate(labels).astype(int),
+                            np.concatenate(masks), defect_types=types, defect_kinds=kinds or None)
+    return {k: v for k, v in metrics.items() if not np.isnan(v)}
 
 
 def build_anomaly_task(model: EfficientAD, data: str, config: EfficientADTrainConfig, seed: int,

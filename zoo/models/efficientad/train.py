@@ -286,10 +286,11 @@ def calibrate_quantiles(model: EfficientAD, dataset: Dataset, q_a: float = 0.9, 
 
 @torch.no_grad()
 def evaluate_anomaly(model: EfficientAD, dataset: Dataset, kinds: dict[str, str] | None = None,
-                     batch_size: int = 8) -> dict[str, float]:
+                     batch_size: int = 8, use_st: bool = True, use_ae: bool = True) -> dict[str, float]:
     """Image AUROC, pixel AUROC and AU-PRO (FPR <= 0.3) on a test split, via zoo.metrics.anomaly;
     with `kinds` ({defect type: "structural" | "logical"}) naming both kinds, also each metric
-    on good + structural and good + logical images (as MVTec LOCO reports them)."""
+    on good + structural and good + logical images (as MVTec LOCO reports them). `use_st` /
+    `use_ae` score with one branch alone (the paper's autoencoder ablation)."""
     from zoo.metrics.anomaly import evaluate_anomaly as score_anomaly
 
     was_training = model.training
@@ -297,7 +298,11 @@ def evaluate_anomaly(model: EfficientAD, dataset: Dataset, kinds: dict[str, str]
     device = _device_of(model)
     maps, scores, labels, masks, types = [], [], [], [], []
     for b in _batches(dataset, batch_size):
-        anomaly_map, score = model(b["image"].to(device))
+        image = b["image"].to(device)
+        map_st, map_ae = model.raw_maps(image)
+        # the model's forward when both branches are on; one branch alone for the ablation
+        anomaly_map = model.combine(map_st, map_ae, tuple(image.shape[-2:]), use_st=use_st, use_ae=use_ae)
+        score = anomaly_map.amax(dim=(1, 2, 3))
         maps.append(anomaly_map.reshape(len(score), *anomaly_map.shape[-2:]).cpu().numpy())
         scores.append(score.reshape(-1).cpu().numpy())
         labels.append(np.asarray(b["label"]).reshape(-1))

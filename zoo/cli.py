@@ -340,6 +340,43 @@ def _short(value: Any) -> str:
     return text if len(text) < 80 else text[:77] + "..."
 
 
+@app.command("bench")
+def bench_command(
+    suite: str = typer.Argument(..., help="latency | reference | serving | flops | gpu | report"),
+    quick: bool = typer.Option(False, "--quick", help="Each suite in under a minute (CI smoke test); writes only where --out says."),
+    as_json: bool = typer.Option(False, "--json", help="Print the results document as JSON."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: bench/results for full runs)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for torch and ONNX Runtime (default 1: our CPUs are shared)."),
+    budget_s: Optional[float] = typer.Option(None, "--budget-s", help="Wall-clock budget for the suite in seconds."),
+    device: Optional[str] = typer.Option(None, "--device", help="gpu and serving suites: cuda or cpu."),
+) -> None:
+    """Benchmarks that print ratios measured side by side in one run; JSON under bench/results/."""
+    from bench import SUITES, render, run_suite
+    from bench.common import RESULTS_DIR
+
+    if suite not in SUITES:
+        _fail(f"unknown suite {suite!r}; suites: {', '.join(SUITES)}")
+    if suite == "reference":
+        from bench.reference import AnomalibMissing, anomalib_model_class
+
+        try:
+            anomalib_model_class()
+        except AnomalibMissing as err:
+            _fail(str(err))
+    target = out if out is not None else (None if quick and suite != "report" else RESULTS_DIR)
+    command = "zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        document = run_suite(suite, quick=quick, out_dir=target, threads=threads, budget_s=budget_s, device=device, command=command)
+    except (KeyError, ValueError, RuntimeError) as err:
+        _fail(str(err))
+    if as_json:
+        from bench.common import finite
+
+        _emit_json(finite(document))
+    else:
+        typer.echo(render(suite, document))
+
+
 def main() -> None:
     logging.basicConfig(level=os.environ.get("ZOO_LOG_LEVEL", "WARNING"), stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -41,6 +41,8 @@ class OptionSpec:
 
     def parse(self, value: Any) -> Any:
         """Coerce a user value (often a string) to this option's kind, checking its range."""
+        if value is None and self.default is None:
+            return None  # an optional option left unset
         try:
             if self.kind == "bool":
                 parsed: Any = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
@@ -296,7 +298,8 @@ def create_model(
     loads our safetensors, an official checkpoint (through the family converter), or a
     library folder; a bare name is looked up in the local store ($ZOO_HOME/weights/NAME/).
     backend: "torch", or a runtime registered under the `zoo.backends` entry point group
-    (e.g. "onnxruntime", which takes export_dir=...).
+    (e.g. "onnxruntime", which takes export_dir=...). On CUDA the torch backend runs fp16
+    with CUDA graphs where the `torch-cuda` runtime is installed; `fast=False` keeps eager fp32.
     """
     from zoo import weights as weights_mod
 
@@ -313,7 +316,12 @@ def create_model(
         weights_mod.load_weights(pipeline, weights)
     pipeline.to(device)
     pipeline.eval()
-    if backend != "torch":
+    if backend == "torch" and str(device).startswith("cuda") and "torch-cuda" in available_backends():
+        # On a GPU the torch backend runs fp16 with CUDA graphs (export/cuda.py) unless told not to.
+        if backend_options.pop("fast", True):
+            attach_backend(pipeline, "torch-cuda", device=device, **backend_options)
+            pipeline.backend = "torch"
+    elif backend != "torch":
         attach_backend(pipeline, backend, device=device, **backend_options)
     return pipeline
 

@@ -1,0 +1,112 @@
+"""export: every registered model out of PyTorch, checked, and run elsewhere.
+
+    zoo export NAME --format onnx|onnx-fp16|tensorrt|triton --out DIR
+
+- `onnx`: one `<graph>.onnx` per graph the card declares, each run through ONNX Runtime at
+  other sizes than the export's and compared with PyTorch (fp32: 1e-4 abs or 1e-3 rel).
+- `onnx-fp16`: the same graphs in fp16 with sensitive ops in fp32, 1e-2 plus the task metric.
+- `tensorrt`: serialized engines built from the (fp16) ONNX; needs TensorRT and a GPU.
+- `triton`: a Triton Inference Server model repository over the same files.
+
+Runtime backends plug into the registry through the `zoo.backends` entry points:
+`onnxruntime` (export.runtime), `tensorrt` (export.tensorrt), `torch-cuda` (export.cuda).
+Every path is driven by the cards' `GraphSpec`s, so a new family needs no code here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from export.common import FP16_TOLERANCE, FP32_TOLERANCE, ExportError, ParityError, Tolerance, read_manifest
+
+FORMATS = ("onnx", "onnx-fp16", "tensorrt", "triton")
+
+
+def export_model(
+    name: str,
+    fmt: str,
+    out: str | Path,
+    variant: str | None = None,
+    weights: str | Path | None = None,
+    exporter: str = "auto",
+    precision: str | None = None,
+    triton_backend: str = "onnxruntime",
+    instance_kind: str = "auto",
+    max_queue_delay_us: int = 100,
+) -> dict[str, Any]:
+    """Build `name` on CPU (weights as `create_model` takes them), export it in `fmt` to `out`,
+    and return the manifest (also written to `out/export.json`).
+
+    precision ("fp32" or "fp16") applies to tensorrt (default fp16: engines from fp16 ONNX)
+    and triton (default fp32); `onnx` is fp32 and `onnx-fp16` fp16 by name.
+    Raises ParityError when an exported graph disagrees with PyTorch, TensorRTUnavailable
+    (before any work) where TensorRT or a GPU is missing, KeyError for an unknown model."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if precision not in (None, "fp32", "fp16"):
+        raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
+    fp16 = precision == "fp16" or (precision is None and fmt == "tensorrt")
+    if fmt == "tensorrt" or (fmt == "triton" and triton_backend == "tensorrt"):
+        from export.tensorrt import require_tensorrt
+
+        require_tensorrt()
+    from zoo.registry import create_model
+
+    pipeline = create_model(name, variant, weights=weights, device="cpu")
+    if fmt == "onnx":
+        from export.onnx import export_onnx
+
+        return export_onnx(pipeline, out, exporter=exporter, weights=weights)
+    if fmt == "onnx-fp16":
+        from export.fp16 import export_onnx_fp16
+
+        return export_onnx_fp16(pipeline, out, exporter=exporter, weights=weights)
+    if fmt == "tensorrt":
+        from export.tensorrt import export_tensorrt
+
+        return export_tensorrt(pipeline, out, fp16=fp16, weights=weights, exporter=exporter)
+    from export.triton import export_triton
+
+    return export_triton(
+        pipeline, out, backend=triton_backend, fp16=fp16, weights=weights, exporter=exporter,
+        max_queue_delay_us=max_queue_delay_us, instance_kind=instance_kind,
+    )
+
+
+def summary_lines(manifest: dict[str, Any]) -> list[str]:
+    """Human-readable lines for the CLI: one per graph and check."""
+    lines = [f"{manifest['model']}/{manifest['variant']} -> {manifest['format']}"]
+    for graph, entry in manifest["graphs"].items():
+        head = f"  {graph}: {entry['file']} ({entry['exporter']}, opset {entry['opset']})"
+        if entry.get("note"):
+            head += f"  [{entry['note']}]"
+        lines.append(head)
+        for key in ("parity_fp32", "parity"):
+            parity = entry.get(key)
+            if not parity:
+                continue
+            for check in parity["checks"]:
+                figures = ", ".join(
+                    f"{o}: max abs {f['max_abs']:.2g}" if "max_abs" in f else f"{o}: {f.get('error')}"
+                    for o, f in check.get("outputs", {}).items()
+                ) or check.get("error", "")
+                status = "ok" if check.get("passed") else "FAILED"
+                lines.append(f"    {key} at {check['dims']}: {status} ({figures})")
+        metric = entry.get("task_metric")
+        if metric:
+            if "reference" in metric:
+                lines.append(f"    {metric['metric']}: {metric['reference']:.4f} (fp32) vs {metric['export']:.4f} (export)")
+            else:
+                lines.append(f"    {metric['metric']}: {'ok' if metric['passed'] else 'FAILED'}")
+        if "tensorrt" in entry:
+            lines.append(f"    engine: {entry['tensorrt']['plan']} ({entry['tensorrt']['tensorrt']})")
+        if "triton" in entry:
+            lines.append(f"    triton: {entry['triton']['config']} ({entry['triton']['platform']})")
+    return lines
+
+
+__all__ = [
+    "FORMATS", "FP16_TOLERANCE", "FP32_TOLERANCE", "ExportError", "ParityError", "Tolerance",
+    "export_model", "read_manifest", "summary_lines",
+]

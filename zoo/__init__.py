@@ -12,7 +12,7 @@ import os
 # the user already exported wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from zoo.registry import create_model  # noqa: E402, get_card, list_models, register_model
+from zoo.registry import create_model, get_card, list_models, register_model  # noqa: E402
 
 __all__ = ["create_model", "get_card", "list_models", "register_model"]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-# The README's two commands: `make run` (the zoo on its bundled default) and `make test`.
+# The README's two commands: `make run` (zoo serve on the bundled demo weights) and `make test`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/zoo predict efficientad skimage:brick examples/efficientad/defect.png --out runs/predict/efficientad.png
+	$(BIN)/zoo serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

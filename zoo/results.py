@@ -83,9 +83,12 @@ class AnomalyResult:
         return out
 
     def draw(self, image: Any, vmax: float | None = None) -> Image.Image:
-        """Heatmap overlay: the map scaled to [0, vmax] (default: max(1, map max)), 50% over the image."""
+        """Heatmap overlay: the map scaled to [0, vmax], 50% over the image. vmax defaults to
+        twice the threshold (so the threshold sits mid-scale), else to the map's own maximum."""
         base = _as_pil(image).resize((self.map.shape[1], self.map.shape[0]))
-        top = vmax if vmax is not None else max(1.0, float(self.map.max()))
+        if vmax is None:
+            vmax = 2 * self.threshold if self.threshold else float(self.map.max())
+        top = max(float(vmax), 1e-6)
         heat = colormap_jet(self.map / top)
         blended = (0.5 * np.asarray(base, dtype=np.float32) + 0.5 * heat).astype(np.uint8)
         out = Image.fromarray(blended)

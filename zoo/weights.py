@@ -77,6 +77,9 @@ def save_weights(module: nn.Module | dict[str, torch.Tensor], path: str | Path, 
 def _atomic_write(path: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; weights are ordinary files
     try:
         write(Path(tmp))
         os.replace(tmp, path)

@@ -14,12 +14,16 @@ What we chose where the paper is open:
 - `micro`: a PDN-S-shaped network with narrow widths at 128 x 128, for CPU tests and demos.
 """
 
+from pathlib import Path
+
 from zoo.registry import ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
 
 from .convert import convert_state_dict
 from .model import EfficientAD, EfficientADConfig, preset_config
 from .pipeline import EfficientADPipeline
 from .train import EfficientADTrainConfig, TeacherTrainConfig, build_anomaly_task, build_teacher_task
+
+EXAMPLES = Path(__file__).parent / "examples"
 
 CARD = ModelCard(
     name="efficientad",
@@ -62,7 +66,8 @@ CARD = ModelCard(
             variant_defaults={"micro": {"steps": 500, "batch_size": 8, "image_size": 64, "ckpt_every": 100}},
         ),
     },
-    examples=(),
+    # Test images of the procedural `parts` set the demo weights were trained on (unseen in training).
+    examples=tuple(str(EXAMPLES / f"{name}.png") for name in ("good", "missing_part", "extra_part", "scratch")),
     converter=convert_state_dict,
 )
 

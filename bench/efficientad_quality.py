@@ -7,7 +7,7 @@ Evaluates one trained run on its test split three ways, side by side: the combin
 (student-teacher + autoencoder, the paper's method), the student-teacher map alone and the
 autoencoder map alone. The paper's claim (Sec. 3.3): the autoencoder branch is what catches
 logical anomalies, so the combined map should beat student-teacher alone on them.
-Writes bench/results/efficientad-quality-<device>-<date>.json.
+Writes bench/results/efficientad-quality-<run folder>-<date>.json.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     document = new_document("efficientad-quality", quick=False, machine=machine_info())
     document.update(evaluate_run(args.run))
-    path = write_document(document, args.out)
+    path = write_document(document, args.out, Path(args.out) / f"efficientad-quality-{args.run.name}-{document['date']}.json")
     metrics = ["image_auroc", "image_auroc_structural", "image_auroc_logical", "pixel_auroc", "au_pro", "au_pro_logical"]
     rows = [[branch] + [f"{document['results'][branch].get(m, float('nan')):.3f}" for m in metrics] for branch in BRANCHES]
     print(format_table(rows, ["map"] + metrics))

@@ -16,7 +16,7 @@ What we chose where the paper is open:
 
 from pathlib import Path
 
-from zoo.registry import ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
 
 from .convert import convert_state_dict
 from .model import EfficientAD, EfficientADConfig, preset_config
@@ -24,6 +24,9 @@ from .pipeline import EfficientADPipeline
 from .train import EfficientADTrainConfig, TeacherTrainConfig, build_anomaly_task, build_teacher_task
 
 EXAMPLES = Path(__file__).parent / "examples"
+# The bundled demo weights come from this run (bench/results/efficientad-quality-*.json).
+DEMO_COMMAND = "zoo train efficientad --variant micro --steps 3000 --set category=parts --out runs/efficientad-micro-parts"
+DEMO_DATA = "procedural parts (46 test images: 10 good, 24 logical, 12 structural)"
 
 CARD = ModelCard(
     name="efficientad",
@@ -69,6 +72,13 @@ CARD = ModelCard(
     # Test images of the procedural `parts` set the demo weights were trained on (unseen in training).
     examples=tuple(str(EXAMPLES / f"{name}.png") for name in ("good", "missing_part", "extra_part", "scratch")),
     converter=convert_state_dict,
+    metrics=(
+        Metric("image_auroc", 0.747, "micro", DEMO_DATA, DEMO_COMMAND, "2026-11-29"),
+        Metric("image_auroc_logical", 0.792, "micro", DEMO_DATA, DEMO_COMMAND, "2026-11-29"),
+        Metric("image_auroc_structural", 0.658, "micro", DEMO_DATA, DEMO_COMMAND, "2026-11-29"),
+        Metric("pixel_auroc", 0.8, "micro", DEMO_DATA, DEMO_COMMAND, "2026-11-29"),
+        Metric("au_pro", 0.552, "micro", DEMO_DATA, DEMO_COMMAND, "2026-11-29"),
+    ),
 )
 
 

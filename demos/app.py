@@ -24,6 +24,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from zoo.registry import parse_model_list
+
 if TYPE_CHECKING:
     import gradio as gr
 
@@ -43,20 +45,6 @@ def input_kind(name: str) -> str:
 
 def api_name(model: str) -> str:
     return "predict_" + re.sub(r"[^0-9A-Za-z_]", "_", model)
-
-
-def _parse_models(models: str | Sequence[str] | None) -> list[tuple[str, str | None]]:
-    from zoo.registry import list_models
-
-    if models is None:
-        return [(card.name, None) for card in list_models()]
-    items = models.split(",") if isinstance(models, str) else list(models)
-    out = []
-    for item in items:
-        name, _, variant = item.strip().partition(":")
-        if name:
-            out.append((name.strip(), variant.strip() or None))
-    return out
 
 
 class PipelineCache:
@@ -101,7 +89,7 @@ def build_demo(models: str | Sequence[str] | None = None, get_pipeline: Pipeline
 
     from zoo.registry import get_card
 
-    specs = _parse_models(models)
+    specs = parse_model_list(models)
     cards = []
     for name, _ in specs:
         try:

@@ -27,6 +27,7 @@ import torch
 from serving.batching import BatchingConfig, GraphBatcher, is_batchable
 from serving.errors import ExecutionError, ModelUnavailable, NotFound, QueueFull, ServingError
 from serving.metrics import ServingMetrics
+from zoo.registry import parse_model_list
 
 if TYPE_CHECKING:
     from zoo.pipeline import GraphSpec, Pipeline
@@ -43,23 +44,6 @@ def v2_model_name(model: str, graph: str, taken: set[str] | frozenset[str] = fro
     both servers); `model.graph` where that name is `taken` (another served model has a graph
     or a name like it). `model.graph` is accepted for every graph as an alias."""
     return f"{model}.{graph}" if graph in taken else graph
-
-
-def parse_model_list(models: str | Sequence[str] | None) -> list[tuple[str, str | None]]:
-    """"a,b:variant" or ["a", "b:variant"] -> [(name, variant or None)]; None -> every registered model."""
-    from zoo.registry import list_models
-
-    if models is None:
-        return [(card.name, None) for card in list_models()]
-    items = models.split(",") if isinstance(models, str) else list(models)
-    parsed = []
-    for item in items:
-        item = item.strip()
-        if not item:
-            continue
-        name, _, variant = item.partition(":")
-        parsed.append((name.strip(), variant.strip() or None))
-    return parsed
 
 
 class BatchedRunner:

@@ -14,7 +14,7 @@ import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -252,6 +252,21 @@ def list_models(task: str | None = None) -> list[ModelCard]:
     if task is not None:
         cards = [c for c in cards if c.task == task]
     return sorted(cards, key=lambda c: c.name)
+
+
+def parse_model_list(models: str | Sequence[str] | None) -> list[tuple[str, str | None]]:
+    """"a,b:variant" or ["a", "b:variant"] -> [(name, variant or None)]; None -> every registered model."""
+    if models is None:
+        return [(card.name, None) for card in list_models()]
+    items = models.split(",") if isinstance(models, str) else list(models)
+    parsed = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue
+        name, _, variant = item.partition(":")
+        parsed.append((name.strip(), variant.strip() or None))
+    return parsed
 
 
 def variant_config(name: str, variant: str | None = None, overrides: dict[str, Any] | None = None) -> Any:

@@ -1,0 +1,109 @@
+"""Box conversions, areas, IoU and generalized IoU (torch, differentiable, batch-friendly).
+
+Conventions (as DETR / Deformable DETR / ViDT): `xyxy` is (x0, y0, x1, y1), `cxcywh` is
+(centre x, centre y, width, height), `xywh` is COCO's (x0, y0, width, height). Every
+function works on any leading batch shape `(..., 4)`; the pairwise functions take
+`(N, 4)` and `(M, 4)` and return `(N, M)`.
+
+Generalized IoU follows Rezatofighi et al., "Generalized Intersection over Union"
+(CVPR 2019), Algorithm 1: GIoU = IoU - |C \\ (A u B)| / |C| with C the smallest box
+enclosing A and B. Unlike the reference code we do not assert on box validity (that is
+Python control flow on tensor values and breaks export); unions and enclosing areas are
+clamped away from zero so degenerate boxes give finite values instead of NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+_EPS = 1e-7  # keeps IoU finite for zero-area boxes; far below any real box's area
+
+
+def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
+    """(cx, cy, w, h) -> (x0, y0, x1, y1)."""
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+
+
+def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
+    """(x0, y0, x1, y1) -> (cx, cy, w, h)."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+
+
+def box_xywh_to_xyxy(boxes: Tensor) -> Tensor:
+    """COCO (x0, y0, w, h) -> (x0, y0, x1, y1)."""
+    x0, y0, w, h = boxes.unbind(-1)
+    return torch.stack([x0, y0, x0 + w, y0 + h], dim=-1)
+
+
+def box_xyxy_to_xywh(boxes: Tensor) -> Tensor:
+    """(x0, y0, x1, y1) -> COCO (x0, y0, w, h)."""
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack([x0, y0, x1 - x0, y1 - y0], dim=-1)
+
+
+def box_area(boxes: Tensor) -> Tensor:
+    """Area of xyxy boxes `(..., 4)` -> `(...)`; inverted boxes count as zero."""
+    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Pairwise IoU of xyxy boxes `(N, 4)` x `(M, 4)` -> (iou `(N, M)`, union `(N, M)`)."""
+    area1, area2 = box_area(boxes1), box_area(boxes2)
+    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area1[:, None] + area2[None, :] - inter
+    return inter / union.clamp(min=_EPS), union
+
+
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Pairwise GIoU (Rezatofighi et al. 2019, Alg. 1) of xyxy boxes -> `(N, M)` in [-1, 1]."""
+    iou, union = box_iou(boxes1, boxes2)
+    lt = torch.min(boxes1[:, None, :2], boxes2[None, :, :2])
+    rb = torch.max(boxes1[:, None, 2:], boxes2[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    enclosing = wh[..., 0] * wh[..., 1]
+    return iou - (enclosing - union) / enclosing.clamp(min=_EPS)
+
+
+def elementwise_box_iou(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """IoU of matching pairs: xyxy `(..., 4)` and `(..., 4)` -> (iou `(...)`, union `(...)`)."""
+    lt = torch.max(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.min(boxes1[..., 2:], boxes2[..., 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = box_area(boxes1) + box_area(boxes2) - inter
+    return inter / union.clamp(min=_EPS), union
+
+
+def elementwise_generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """GIoU of matching pairs (the loss `1 - GIoU` of DETR-style detectors uses this) -> `(...)`."""
+    iou, union = elementwise_box_iou(boxes1, boxes2)
+    lt = torch.min(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.max(boxes1[..., 2:], boxes2[..., 2:])
+    wh = (rb - lt).clamp(min=0)
+    enclosing = wh[..., 0] * wh[..., 1]
+    return iou - (enclosing - union) / enclosing.clamp(min=_EPS)
+
+
+def masks_to_boxes(masks: Tensor) -> Tensor:
+    """Tight xyxy boxes `(N, 4)` around boolean/0-1 masks `(N, H, W)`, in pixel-edge coordinates
+    (a mask covering pixel column j spans [j, j+1)); empty masks give all-zero boxes."""
+    if masks.numel() == 0:
+        return torch.zeros((masks.shape[0], 4), dtype=torch.float32, device=masks.device)
+    m = masks > 0
+    h, w = m.shape[-2:]
+    ys = torch.arange(h, dtype=torch.float32, device=masks.device)
+    xs = torch.arange(w, dtype=torch.float32, device=masks.device)
+    rows, cols = m.any(dim=2), m.any(dim=1)  # (N, H), (N, W)
+    big = float(max(h, w) + 1)
+    x0 = torch.where(cols, xs, big).amin(dim=1)
+    x1 = torch.where(cols, xs + 1, -1.0).amax(dim=1)
+    y0 = torch.where(rows, ys, big).amin(dim=1)
+    y1 = torch.where(rows, ys + 1, -1.0).amax(dim=1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1)
+    return torch.where(m.flatten(1).any(dim=1)[:, None], boxes, torch.zeros_like(boxes))

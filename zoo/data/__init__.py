@@ -4,6 +4,9 @@
 - `zoo.data.mvtec`: reader for MVTec AD / MVTec LOCO AD folders (and the generator's output).
 - `zoo.data.natural`: photographs bundled with scikit-image, and a random-crop image-folder dataset.
 - `zoo.data.textures`: tinted texture sources and random patches of them.
+- `zoo.data.shapes`: shapes scenes (things and stuff) with boxes, instance masks, panoptic maps and
+  referring expressions, written as COCO detection, COCO panoptic and RefCOCO-style JSON.
+- `zoo.data.coco`, `zoo.data.refcoco`: writers and readers of those formats (real data and ours alike).
 - `_rng`, `_io`, `_draw`: seeded random streams, reproducible image/JSON writing, drawing primitives.
 
 Submodules are imported on use, so that `import zoo.data` stays cheap.

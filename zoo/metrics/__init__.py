@@ -1,4 +1,9 @@
-"""Task metrics shared by models, training and benchmarks (one module a task)."""
+"""Task metrics shared by models, training and benchmarks (one module a task).
+
+- `zoo.metrics.anomaly`: image/pixel AUROC, AU-PRO (imported here).
+- `zoo.metrics.coco`: COCO box and mask AP through pycocotools.
+- `zoo.metrics.segmentation`: panoptic quality (PQ/SQ/RQ) and mIoU.
+"""
 
 from zoo.metrics.anomaly import au_pro, evaluate_anomaly, image_auroc, pixel_auroc, pro_curve
 

@@ -64,7 +64,13 @@ def test_image_predictions_match(name, exports):
     want = registry.create_model(name, "micro", weights=weights).predict(images)
     got = registry.create_model(name, "micro", weights=weights, backend="onnxruntime", export_dir=out).predict(images)
     for a, b in zip(want, got):
-        _close(a.to_json(), b.to_json())
+        if hasattr(a, "images"):
+            # generated/restored images: fp32 differences may round a pixel to the next uint8
+            for x, y in zip(a.images, b.images):
+                assert np.abs(x.astype(int) - y.astype(int)).max() <= 1
+            _close(a.to_json(include_images=False), b.to_json(include_images=False))
+        else:
+            _close(a.to_json(), b.to_json())
         if hasattr(a, "map"):
             np.testing.assert_allclose(b.map, a.map, rtol=1e-3, atol=1e-4)
 

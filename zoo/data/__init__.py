@@ -6,6 +6,8 @@
 - `zoo.data.textures`: tinted texture sources and random patches of them.
 - `zoo.data.shapes`: shapes scenes (things and stuff) with boxes, instance masks, panoptic maps and
   referring expressions, written as COCO detection, COCO panoptic and RefCOCO-style JSON.
+- `zoo.data.documents`: rendered text pages with blur, noise, watermarks or seals, written as paired folders.
+- `zoo.data.paired`: reader of paired degraded/clean folders (real data and ours alike).
 - `zoo.data.coco`, `zoo.data.refcoco`: writers and readers of those formats (real data and ours alike).
 - `_rng`, `_io`, `_draw`: seeded random streams, reproducible image/JSON writing, drawing primitives.
 

@@ -3,6 +3,7 @@
 - `zoo.metrics.anomaly`: image/pixel AUROC, AU-PRO (imported here).
 - `zoo.metrics.coco`: COCO box and mask AP through pycocotools.
 - `zoo.metrics.segmentation`: panoptic quality (PQ/SQ/RQ) and mIoU.
+- `zoo.metrics.image`: PSNR, SSIM, Laplacian high-frequency error, edge F1.
 """
 
 from zoo.metrics.anomaly import au_pro, evaluate_anomaly, image_auroc, pixel_auroc, pro_curve

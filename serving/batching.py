@@ -41,7 +41,7 @@ class BatchingConfig:
     """Server-wide batching settings (each graph gets its own queue with these)."""
 
     max_batch_size: int = 8  # rows per execution; 1 turns batching off
-    max_queue_delay_s: float = 0.005  # how long the oldest request may wait for company
+    max_queue_delay_s: float = 0.0  # how long the oldest request may wait for company (0, as Triton: batches form from what queued during the last run)
     queue_size: int = 64  # requests (not rows) waiting per graph; more -> 503
     timeout_s: float = 30.0  # per request, queue plus compute; -> 504
 

@@ -283,7 +283,7 @@ def serve_command(
     export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Folder written by `zoo export` (DIR/NAME per model, or one model's folder)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key); env ZOO_API_KEY."),
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="Dynamic batching: rows per execution (1 turns batching off)."),
-    max_queue_delay_ms: float = typer.Option(5.0, "--max-queue-delay-ms", help="Dynamic batching: how long a request may wait for company."),
+    max_queue_delay_ms: float = typer.Option(0.0, "--max-queue-delay-ms", help="Dynamic batching: how long a request may wait for company (0, as Triton: batches form from requests that queued while the last batch ran)."),
     queue_size: int = typer.Option(64, "--queue-size", help="Requests waiting per graph before 503 + Retry-After."),
     timeout_s: float = typer.Option(30.0, "--timeout-s", help="Per-request timeout (queue + compute) before 504."),
     no_demo: bool = typer.Option(False, "--no-demo", help="Do not mount the Gradio demo at /demo."),

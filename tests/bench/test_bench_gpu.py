@@ -1,0 +1,55 @@
+"""The GPU script, exercised on CPU (`bench/gpu.sh OUT --device cpu --quick`) until it runs on a GPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from bench import gpu
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_gpu_sh_cpu_quick_dry_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the script must set it itself
+    env["PYTHON"] = sys.executable
+    done = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh"), str(tmp_path), "--device", "cpu", "--quick"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "efficientad-micro fp32 eager" in done.stdout  # printed as it goes
+    files = list(tmp_path.glob("gpu-cpu-*.json"))
+    assert len(files) == 1
+    document = json.loads(files[0].read_text())
+    assert document["suite"] == "gpu" and document["quick"] and document["command"].startswith("bench/gpu.sh")
+    modes = {(r["precision"], r["mode"], r["batch"], r["metric"]) for r in document["results"]}
+    assert ("fp32", "eager", 1, "latency") in modes and ("fp16", "eager", 2, "throughput") in modes
+    assert all(r["median_ms"] > 0 for r in document["results"] if r["metric"] == "latency")
+    assert any("CUDA graphs" in s["what"] and "CUDA" in s["reason"] for s in document["skipped"])
+    assert document["peak"]["fp32"]["tflops"] > 0
+    assert document["flops_per_image"]["efficientad-micro"] > 0
+    assert document["summary"]["efficientad-micro"]["best_latency_ms"] > 0
+    from zoo.registry import build_pipeline, list_models
+
+    expected = {(c.name, g.name) for c in list_models() if c.name != "efficientad" for g in build_pipeline(c.name, "micro").graph_specs()}
+    measured = {(o["model"], o["graph"]) for o in document["others"] if o["mode"] == "eager" and o.get("median_ms", 0) > 0}
+    assert measured == expected  # every other registered model's micro graphs, at batch 1
+    check = next(c for c in document["checks"] if "fp16" in c["what"])
+    assert check["max_abs_diff"] < 0.05  # fp16 maps track fp32 ones
+
+
+def test_clock_counts_cpu_calls():
+    calls = []
+    clock = gpu.Clock(torch.device("cpu"))
+    samples = clock.latency_ms(lambda: calls.append(1), iters=4, warmup=2)
+    assert len(samples) == 4 and len(calls) == 6
+    result = clock.throughput(lambda: calls.append(1), batch=8, target_s=0.01, warmup=1)
+    assert result["iters"] >= 3 and result["images_per_s"] > 0
+
+
+def test_model_file_loads_without_the_family_package():
+    module = gpu._load_efficientad_model_module()
+    model = module.EfficientAD(module.EfficientADConfig(size="s"))
+    assert gpu.efficientad_flops(model) == 75_894_579_200

@@ -47,3 +47,22 @@ def test_predict_bad_inputs(toy_model, tmp_path):
     assert result.exit_code == 2 and "not an image" in result.output
     result = runner.invoke(app, ["predict", "toy-anomaly", "skimage:camera", "--weights", "random", "--opt", "threshold"])
     assert result.exit_code == 2 and "key=value" in result.output
+
+
+def test_train_json_resume_and_predict_with_the_result(tmp_path):
+    """`zoo train` end to end on the real EfficientAD micro: JSON summary, the run folder's
+    files, --resume of a finished run, and the weights loaded back by `zoo predict`."""
+    out = tmp_path / "run"
+    args = ["train", "efficientad", "--steps", "4", "--set", "log_every=1", "--set", "ckpt_every=2",
+            "--out", str(out), "--no-progress", "--json"]
+    summary = _json(runner.invoke(app, args))
+    assert summary["steps"] == 4 and summary["variant"] == "micro" and summary["stage"] == "anomaly"
+    assert 0.0 <= summary["metrics"]["image_auroc"] <= 1.0
+    assert {"model.safetensors", "model.json", "log.jsonl", "checkpoints"} <= {p.name for p in out.iterdir()}
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines() if "loss" in line] == [1, 2, 3, 4]
+    again = runner.invoke(app, args)  # a fresh run into a used folder is refused, nothing overwritten
+    assert again.exit_code == 2 and "resume" in again.output
+    resumed = _json(runner.invoke(app, args + ["--resume"]))
+    assert resumed["steps"] == 4
+    document = _json(runner.invoke(app, ["predict", "efficientad", "skimage:brick", "--weights", str(out / "model.safetensors"), "--json"]))
+    assert document["results"][0]["map_shape"] == [512, 512]

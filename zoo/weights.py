@@ -116,10 +116,14 @@ def load_torch_file(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler's refusal names the offending global
+        first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WeightsError(
-            f"{path}: cannot be loaded safely with torch.load(weights_only=True) ({err}). "
-            "If it holds a whole pickled model, load it in a trusted session and re-save "
-            "`model.state_dict()` (or convert it to safetensors)."
+            f"{path} holds pickled Python objects, not only tensors (a whole nn.Module, as "
+            "nelson1425/EfficientAD saves its *_final.pth files, or a checkpoint with custom objects); "
+            "loading it would run arbitrary code, so zoo refuses (torch.load(weights_only=True)). "
+            "If you trust the file, re-save its state dict once from a trusted Python session "
+            "(module.state_dict(), or ckpt['state_dict'] for Lightning) and load that. "
+            f"Original error: {first_line}"
         ) from err
     return flatten_state(obj)
 

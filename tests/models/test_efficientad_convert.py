@@ -10,7 +10,6 @@ from zoo.models.efficientad.convert import (
     BUFFER_NAMES,
     convert_state_dict,
     detect_layout,
-    load_checkpoint_file,
     load_state,
 )
 from zoo.models.efficientad.model import EfficientAD, EfficientADConfig, decoder_sizes, preset_config
@@ -187,17 +186,19 @@ def test_lone_anomalib_teacher_and_errors():
         convert_state_dict({"backbone.layer1.weight": torch.zeros(1)}, config)
 
 
-def test_load_checkpoint_file(tmp_path):
+def test_checkpoint_files_load_pickle_free(tmp_path):
     from safetensors.torch import save_file
+
+    from zoo.weights import WeightsError, read_state
 
     config = preset_config("micro")
     model = EfficientAD(config)
     torch.save(model.state_dict(), tmp_path / "sd.pth")
-    loaded = load_checkpoint_file(tmp_path / "sd.pth")
-    assert set(loaded) == set(model.state_dict())
+    loaded, ours = read_state(tmp_path / "sd.pth")
+    assert set(loaded) == set(model.state_dict()) and not ours
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "sd.safetensors"))
-    assert set(load_checkpoint_file(tmp_path / "sd.safetensors")) == set(loaded)
+    assert set(read_state(tmp_path / "sd.safetensors")[0]) == set(loaded)
     # nelson1425 saves whole modules (teacher_final.pth): refused with a re-save hint.
     torch.save(_nelson_pdn_small(8, (4, 8, 8)), tmp_path / "teacher_final.pth")
-    with pytest.raises(ValueError, match="state dict"):
-        load_checkpoint_file(tmp_path / "teacher_final.pth")
+    with pytest.raises(WeightsError, match="state dict"):
+        read_state(tmp_path / "teacher_final.pth")

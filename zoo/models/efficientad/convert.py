@@ -24,10 +24,8 @@ defaults for the absent entries and returns their names (then calibrate: teacher
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -241,32 +239,3 @@ def load_state(model: EfficientAD, state: Mapping[str, Any]) -> list[str]:
     converted = convert_state_dict(state, model.config)
     result = model.load_state_dict(converted, strict=False)
     return sorted(result.missing_keys)
-
-
-def load_checkpoint_file(path: str | Path) -> dict:
-    """Read a checkpoint safely: safetensors, or `torch.load(..., weights_only=True)`.
-
-    Pickled whole modules (nelson1425 saves `teacher_final.pth`, `student_final.pth`,
-    `autoencoder_final.pth` with `torch.save(module)`) cannot be read this way; the error says how
-    to re-save them as state dicts.
-    """
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"{path} holds pickled Python objects, not only tensors (for example a whole nn.Module, as "
-            "nelson1425/EfficientAD saves teacher_final.pth / student_final.pth / autoencoder_final.pth, "
-            "or a Lightning checkpoint with custom hyper-parameters). Loading it would run arbitrary code, "
-            "so zoo refuses. If you trust the file, re-save it as a state dict once, e.g. "
-            "`torch.save(torch.load(p, weights_only=False).state_dict(), 'teacher_sd.pth')` "
-            "(for a Lightning .ckpt: `torch.save(ckpt['state_dict'], ...)`), and load that. "
-            f"Original error: {str(err).splitlines()[0]}"
-        ) from err
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict of tensors (a state dict)")
-    return dict(obj)

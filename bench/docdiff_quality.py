@@ -2,9 +2,11 @@
 
     zoo train docdiff --variant micro --steps 600 --out runs/docdiff-micro
     python -m bench.docdiff_quality --run runs/docdiff-micro
+    python -m bench.docdiff_quality --run runs/docdiff-micro-deblur --task deblur
 
-Measured side by side on held-out procedural pages (all four degradations, a seed the run never
-saw), each page restored whole through the pipeline (overlapping 128 x 128 tiles):
+Measured side by side on held-out procedural pages (all four degradations in turn, or one with
+--task for the per-task variants; a seed the run never saw), each page restored whole through
+the pipeline (overlapping 128 x 128 tiles):
 
 1. PSNR / SSIM (torchmetrics) for the input, CP alone and CP + HRR;
 2. the paper's claim (Sec. 3, Fig. 1): the residual diffusion restores the high frequencies
@@ -29,16 +31,19 @@ import torch
 from bench.common import RESULTS_DIR, format_table, machine_info, new_document, write_document
 
 
-def _pages(seed: int, count: int, size: int) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
+def _pages(seed: int, count: int, size: int, task: str | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
+    """`count` held-out pages: the four tasks in turn, or all of `task`."""
     from zoo.data.documents import TASKS, make_pair
 
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown document task {task!r}; known: {', '.join(TASKS)}")
     degraded, clean, tasks = [], [], []
     for i in range(count):
-        task = TASKS[i % len(TASKS)]
-        d, c = make_pair(seed, task, "bench", i, (size, size))
+        task_i = task or TASKS[i % len(TASKS)]
+        d, c = make_pair(seed, task_i, "bench", i, (size, size))
         degraded.append(torch.from_numpy(d).permute(2, 0, 1))
         clean.append(torch.from_numpy(c).permute(2, 0, 1))
-        tasks.append(task)
+        tasks.append(task_i)
     return degraded, clean, tasks
 
 
@@ -77,13 +82,14 @@ def train_plain_unet(run: Path, steps: int, seed: int) -> torch.nn.Module:
     return net.eval()
 
 
-def evaluate(run: Path, pages: int, size: int, step_list: list[int], plain_steps: int, seed: int) -> dict:
+def evaluate(run: Path, pages: int, size: int, step_list: list[int], plain_steps: int, seed: int,
+             task: str | None = None) -> dict:
     from zoo.registry import create_model
 
     meta = json.loads((run / "model.json").read_text())
     pipeline = create_model("docdiff", meta["variant"], weights=run / "model.safetensors")
     steps = pipeline.default_steps(0)
-    degraded, clean, tasks = _pages(seed, pages, size)
+    degraded, clean, tasks = _pages(seed, pages, size, task)
 
     started = time.perf_counter()
     restored = pipeline.restore(degraded, steps, tile=True, seed=0)
@@ -91,9 +97,9 @@ def evaluate(run: Path, pages: int, size: int, step_list: list[int], plain_steps
     outs, coarses = [r[0] for r in restored], [r[1] for r in restored]
     quality = {"input": _metrics(degraded, clean), "cp": _metrics(coarses, clean), "cp_hrr": _metrics(outs, clean)}
     per_task = {}
-    for task in sorted(set(tasks)):
-        idx = [i for i, t in enumerate(tasks) if t == task]
-        per_task[task] = {name: _metrics([src[i] for i in idx], [clean[i] for i in idx])
+    for kind in sorted(set(tasks)):
+        idx = [i for i, t in enumerate(tasks) if t == kind]
+        per_task[kind] = {name: _metrics([src[i] for i in idx], [clean[i] for i in idx])
                           for name, src in (("input", degraded), ("cp", coarses), ("cp_hrr", outs))}
 
     sweep = []
@@ -115,7 +121,7 @@ def evaluate(run: Path, pages: int, size: int, step_list: list[int], plain_steps
             "plain_train_steps": plain_steps, "plain_train_seconds": plain_seconds}
     return {
         "training": {k: meta.get(k) for k in ("command", "variant", "data", "seed", "steps", "seconds", "date")},
-        "pages": {"count": pages, "size": size, "seed": seed, "tasks": tasks},
+        "pages": {"count": pages, "size": size, "seed": seed, "task": task or "all", "tasks": tasks},
         "sampling_steps": steps,
         "results": quality,
         "per_task": per_task,
@@ -144,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.docdiff_quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a `zoo train docdiff` output folder")
-    parser.add_argument("--pages", type=int, default=8, help="held-out pages (the four tasks in turn)")
+    parser.add_argument("--pages", type=int, default=8, help="held-out pages (the four tasks in turn, or --task)")
+    parser.add_argument("--task", type=str, default=None, help="only pages of this degradation (deblur, denoise, watermark, seal)")
     parser.add_argument("--size", type=int, default=256, help="page height and width")
     parser.add_argument("--steps", type=str, default="1,2,4,10,25,100", help="sampling steps to sweep")
     parser.add_argument("--plain-steps", type=int, default=300, help="training steps of the plain MSE U-Net")
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # tiny convolutions: one thread beats contending for shared cores
     document = new_document("docdiff-quality", quick=False, machine=machine_info(threads=1))
-    document.update(evaluate(args.run, args.pages, args.size, [int(s) for s in args.steps.split(",")], args.plain_steps, args.seed))
+    document.update(evaluate(args.run, args.pages, args.size, [int(s) for s in args.steps.split(",")], args.plain_steps, args.seed, args.task))
     path = write_document(document, args.out, Path(args.out) / f"docdiff-quality-{args.run.name}-{document['date']}.json")
     rows = [[name] + [f"{document['results'][name][m]:.4f}" for m in ("psnr", "ssim", "laplacian_error", "edge_f1")]
             for name in ("input", "cp", "cp_hrr")]

@@ -204,7 +204,10 @@ def run(out_dir: str | Path | None = None, readme: str | Path | None = README, c
     """`zoo bench report`: TABLE.md from the results folder (or `out_dir`), README if it has the markers."""
     results_dir = Path(out_dir) if out_dir is not None else RESULTS_DIR
     path = write_table(results_dir)
-    updated = update_readme(readme, results_dir) if readme else False
+    # The README shows the project's own results only: a table from another folder (a test's,
+    # a scratch run's) never lands in it.
+    official = results_dir.resolve() == RESULTS_DIR.resolve()
+    updated = update_readme(readme, results_dir) if readme and official else False
     log(f"report: wrote {path}" + (f" and updated {readme}" if updated else f"; {readme} has no {START} marker, left alone"))
     document = new_document("report", quick=False, machine=machine_info(), command=command)
     document.update({"table_path": str(path), "readme_updated": updated, "table": path.read_text()})

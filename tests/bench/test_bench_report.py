@@ -1,6 +1,7 @@
 """bench.report: the README's performance table from results files; `zoo bench report`."""
 
 import json
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -88,6 +89,8 @@ def test_cli_bench_report_json(tmp_path):
     document = json.loads(result.stdout)
     assert document["suite"] == "report" and "×2.0" in document["table"]
     assert (tmp_path / "TABLE.md").read_text() == document["table"]
+    assert document["readme_updated"] is False  # a scratch folder's table never reaches the README
+    assert str(tmp_path) not in (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_cli_bench_unknown_suite():

@@ -90,3 +90,52 @@ def test_user_paired_folder(tmp_path):
     item = task.dataset[3]
     assert item["degraded"].shape == (3, 128, 128)
     assert task.finalize(task.module) == {}
+
+
+@pytest.mark.parametrize("task", ["deblur", "denoise", "watermark", "seal"])
+def test_micro_task_variants(task):
+    """micro-TASK: the micro sizes with one task recorded, so `zoo train` generates that task's pages."""
+    from dataclasses import replace
+
+    from zoo.registry import get_card
+
+    config = preset_config(f"micro-{task}")
+    assert config.task == task
+    assert config == replace(preset_config("micro"), task=task)
+    card = get_card("docdiff")
+    spec = card.variants[f"micro-{task}"]
+    assert spec.demo_weights == f"micro-{task}.safetensors"
+    defaults = card.train_stages["joint"].variant_defaults[f"micro-{task}"]
+    assert defaults["batch_size"] == 8 and defaults["schedule"] == "cosine"
+
+
+def test_unknown_micro_task_refused():
+    for name in ("micro-mixed", "micro-blur", "micro-"):
+        with pytest.raises(KeyError):
+            preset_config(name)
+
+
+def test_micro_task_trains_on_its_task(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    model = DocDiff(preset_config("micro-seal"))
+    config = DocDiffTrainConfig(batch_size=2, pages=2, page_size=128, val_pages=1, crop_size=64, crops_per_epoch=4)
+    task = build_task(model, "synthetic", config, seed=0, workdir=tmp_path)
+    assert task.extra["task"] == "seal"
+    assert json.loads((tmp_path / "data" / "seal-train" / "meta.json").read_text())["task"] == "seal"
+    assert not (tmp_path / "data" / "mixed-train").exists()
+
+
+def test_bench_pages_task_filter():
+    from bench.docdiff_quality import _pages
+
+    degraded, clean, tasks = _pages(123, 3, 64, task="seal")
+    assert tasks == ["seal"] * 3 and len(degraded) == len(clean) == 3
+    # unfiltered: the four tasks in turn, and page 0 of each filter is the same page as in the mix
+    _, mixed_clean, mixed_tasks = _pages(123, 4, 64)
+    assert mixed_tasks == ["deblur", "denoise", "watermark", "seal"]
+    d0, c0, _ = _pages(123, 1, 64, task="deblur")
+    torch.testing.assert_close(c0[0], mixed_clean[0], rtol=0, atol=0)
+    with pytest.raises(ValueError):
+        _pages(123, 1, 64, task="blur")

@@ -299,16 +299,16 @@ def serve_command(
         limits = Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), **({"max_image_pixels": max_image_pixels} if max_image_pixels else {}))
     except ValueError as err:
         _fail(str(err))
-    demo = None
+    demo_factory = None
     if not no_demo:
         from demos import build_demo
 
-        def demo(manager):  # noqa: ANN001 - the server hands over its loaded models
+        def demo_factory(manager):  # noqa: ANN001 - the server hands over its loaded models
             return build_demo(list(manager.entries), get_pipeline=manager.pipeline)
 
     options = ServeOptions(
         host=host, port=port, models=models, backend=backend, device=device, export_dir=str(export_dir) if export_dir else None,
-        api_key=api_key, batching=batching, limits=limits, demo=demo,
+        api_key=api_key, batching=batching, limits=limits, demo=demo_factory,
     )
     try:
         serve(options, echo=typer.echo)

@@ -5,17 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 
-from serving_support import register_fakes, unregister_fakes  # noqa: E402
+from serving_support import fakes  # noqa: E402,F401 - a fixture
 
-
-@pytest.fixture(scope="module")
-def fakes():
-    register_fakes()
-    try:
-        yield
-    finally:
-        unregister_fakes()

@@ -20,14 +20,6 @@ from zoo.models.docdiff.model import (
 MICRO = preset_config("micro")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run far faster on one thread than contending for shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _counts(config: DocDiffConfig) -> tuple[int, int]:
     with torch.device("meta"):

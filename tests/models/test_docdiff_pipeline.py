@@ -11,13 +11,6 @@ from zoo.models.docdiff.pipeline import blend_window, tile_starts
 from zoo.results import ImageResult
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def pipeline():

@@ -12,13 +12,6 @@ from zoo.models.docdiff.model import DocDiff, preset_config
 from zoo.models.docdiff.train import DocDiffTrainable, DocDiffTrainConfig, build_task
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _micro(seed: int = 0) -> DocDiff:
     torch.manual_seed(seed)

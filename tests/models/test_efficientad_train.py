@@ -27,14 +27,6 @@ from zoo.trainable import TrainTask
 MICRO = EfficientADConfig(size="micro", out_channels=16, image_size=128, ae_channels=16, pdn_widths=(16, 32, 32))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run ~10x faster on one thread than contending for shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _model(seed: int = 0) -> EfficientAD:
     torch.manual_seed(seed)

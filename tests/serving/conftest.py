@@ -11,18 +11,10 @@ import pytest
 # serving_support sits beside this file; make it importable under any pytest import mode.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serving_support import BROKEN, FAKE, MAX_BODY, MAX_PIXELS, live, register_fakes, unregister_fakes  # noqa: E402
+from serving_support import BROKEN, FAKE, MAX_BODY, MAX_PIXELS, fakes, live  # noqa: E402,F401 - fakes is a fixture
 
 from serving import BatchingConfig, Limits, create_app  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def fakes():
-    register_fakes()
-    try:
-        yield
-    finally:
-        unregister_fakes()
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import httpx
+import pytest
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -123,6 +124,16 @@ def unregister_fakes() -> None:
 
     for name in (FAKE, BROKEN):
         registry._REGISTRY.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def fakes() -> Iterator[None]:
+    """The test-double models, registered for one test module at a time."""
+    register_fakes()
+    try:
+        yield
+    finally:
+        unregister_fakes()
 
 
 def real_model_names() -> list[str]:

@@ -226,7 +226,7 @@ def test_load_backbone_weights(tmp_path):
 
 def test_teacher_distillation_loss_falls(tmp_path):
     model = _model()
-    config = TeacherTrainConfig(steps=12, batch_size=4, image_size=64, stats_images=8, virtual_length=16)
+    config = TeacherTrainConfig(steps=12, batch_size=4, image_size=64, stats_images=8, virtual_length=16, backbone="resnet18")
     task = build_teacher_task(model, "synthetic", config, seed=0, workdir=tmp_path)
     module = task.module
     assert isinstance(module, TeacherDistillation)

@@ -67,7 +67,7 @@ CARD = ModelCard(
         ),
         "teacher": TrainStage(
             build_teacher_task, TeacherTrainConfig, "distil a timm backbone into the PDN teacher (paper Sec. 3.1)",
-            variant_defaults={"micro": {"steps": 500, "batch_size": 8, "image_size": 64, "ckpt_every": 100}},
+            variant_defaults={"micro": {"steps": 500, "batch_size": 8, "image_size": 64, "ckpt_every": 100, "backbone": "resnet18"}},
         ),
     },
     # Test images of the procedural `parts` set the demo weights were trained on (unseen in training).

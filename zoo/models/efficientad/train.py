@@ -14,8 +14,8 @@ Choices where the paper and its references leave room:
   checkpoints, so a resumed run continues the same stream.
 - The penalty set defaults to the bundled natural images (`zoo.data.natural`) instead of
   ImageNet/Imagenette, which we may not download; `penalty_folder` points at a real one.
-- The `micro` variant distils timm `resnet18` (`micro_backbone`) at the model's 128 px (the
-  backbone sees 256 px), a few CPU seconds a step at batch 16; `s`/`m` use
+- The `micro` variant distils timm `resnet18` (the card's micro default `backbone=resnet18`)
+  at 64 px (the backbone sees 128 px); `s`/`m` use
   `wide_resnet101_2` as the paper does. The backbone is built with random weights (seeded)
   unless `backbone_weights` names a local file (nothing reaches a hub).
 - Teacher statistics (AD stage) and target statistics (teacher stage) are computed in
@@ -95,7 +95,6 @@ class TeacherTrainConfig(TrainConfig):
     ckpt_every: int = 1000
     image_size: int = 0  # PDN input size; 0 = the model's. The backbone sees twice this (512 for 256).
     backbone: str = "wide_resnet101_2"  # timm name, for the s and m variants
-    micro_backbone: str = "resnet18"  # timm name used for the micro variant
     backbone_weights: str = ""  # local .safetensors / .pth state dict; "" = random init
     layers: tuple[int, ...] = (2, 3)  # timm features_only indices: layer2, layer3
     feature_dim: int = 1024  # PatchCore per-layer pooled dimension
@@ -495,8 +494,7 @@ def build_teacher_task(model: EfficientAD, data: str, config: TeacherTrainConfig
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         student = build_pdn(padded, model.config.out_channels)
-    micro = getattr(model.config, "size", "") == "micro"
-    backbone = _build_backbone(config.micro_backbone if micro else config.backbone, config.layers,
+    backbone = _build_backbone(config.backbone, config.layers,
                                config.backbone_weights, seed)
     module = TeacherDistillation(student, backbone, model.config.out_channels, config.feature_dim)
     folder = "" if data == "synthetic" else data

@@ -51,6 +51,10 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     dims: dict[str, tuple[int, int, int]] = field(default_factory=lambda: {"batch": (1, 2, 16)})
     note: str = ""
+    # Share of output elements the fp16 export may put outside its 1e-2 tolerance: 0 unless the
+    # graph thresholds its own intermediate values (e.g. OneFormer's masked attention), where
+    # fp16 rounding flips a few decisions; `note` says why, and the task metric must still pass.
+    fp16_mismatch_fraction: float = 0.0
 
     def example_inputs(self, dims: dict[str, int] | None = None, seed: int = 0) -> tuple[torch.Tensor, ...]:
         """Random inputs inside each tensor's value range, at `opt` sizes unless overridden."""

@@ -22,11 +22,15 @@ def test_every_model_fp16_parity_and_metric(name, exports):
     for graph, entry in manifest["graphs"].items():
         assert entry["parity_fp32"]["passed"], parity_message(graph, entry["parity_fp32"])
         assert entry["parity"]["passed"], parity_message(graph, entry["parity"])
-        assert entry["parity"]["tolerance"] == {"abs": 1e-2, "rel": 1e-2}
+        tolerance = entry["parity"]["tolerance"]
+        assert (tolerance["abs"], tolerance["rel"]) == (1e-2, 1e-2)
+        # flipped elements only where the graph declares hard thresholds inside (and says why)
+        thresholded = tolerance.get("mismatch_fraction", 0.0) > 0
+        assert not thresholded or registry.build_pipeline(name, "micro").graph(graph).note
         assert entry["task_metric"]["passed"], entry["task_metric"]
         for check in entry["parity"]["checks"]:
             for figures in check["outputs"].values():
-                assert figures["ref_max_abs"] == 0 or figures["rel_l2"] <= 1e-2
+                assert figures["ref_max_abs"] == 0 or figures["rel_l2"] <= (5e-2 if thresholded else 1e-2)
         precision = entry["precision"]
         assert precision["nodes"]["fp16"] > 0 and precision["untyped_tensors"] == 0
         model = onnx.load(str(out / entry["file"]))

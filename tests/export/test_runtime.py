@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import toys
-from export.common import ExportError, dims_from_inputs
+from export.common import FP32_TOLERANCE, ExportError, compare, dims_from_inputs
+from export.fp16 import fp16_tolerance
 from export.runtime import OnnxRuntimeRunner, available_cpus, session_options
 from zoo import registry
 
@@ -42,14 +43,15 @@ def test_graphs_match_torch_backend(name, fmt, exports):
     torch_pipe = registry.create_model(name, "micro", weights=weights)
     ort_pipe = registry.create_model(name, "micro", weights=weights, backend="onnxruntime", export_dir=out)
     assert ort_pipe.backend == "onnxruntime"
-    tol = {"rtol": 1e-3, "atol": 1e-4} if fmt == "onnx" else {"rtol": 1e-2, "atol": 1e-2}
     for spec in torch_pipe.graph_specs():
+        tol = FP32_TOLERANCE if fmt == "onnx" else fp16_tolerance(spec)
         assert isinstance(ort_pipe._runners[spec.name], OnnxRuntimeRunner)
         dims = {k: v[0] for k, v in spec.dims.items()}  # the smallest sizes: yet another shape
         inputs = spec.example_inputs(dims, seed=7)
         for want, got in zip(torch_pipe.run_graph(spec.name, *inputs), ort_pipe.run_graph(spec.name, *inputs)):
             assert got.dtype == want.dtype and got.shape == want.shape
-            torch.testing.assert_close(got, want, **tol)
+            figures = compare(want.numpy(), got.numpy(), tol)
+            assert figures["passed"], figures
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n != toys.DIFFUSION])

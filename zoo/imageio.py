@@ -12,10 +12,11 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = int(os.environ.get("ZOO_MAX_IMAGE_PIXELS", 40_000_000))
@@ -139,3 +140,45 @@ def to_image(tensor: torch.Tensor) -> Image.Image:
     """float (3, H, W) in [0, 1] -> RGB PIL."""
     array = tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray((array * 255).round().astype(np.uint8))
+
+
+# --------------------------------------------------------------------------- letterbox
+# Detectors and segmenters with a fixed-size exported graph (ViDT, OneFormer) take every image
+# resized so its longer side is S, aspect kept, padded bottom/right to S x S; training uses the
+# same functions, so the model never sees a frame the pipeline would not give it.
+
+
+def letterbox_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """(h, w) of an image resized so its longer side is `size`, aspect kept (each side in [1, size])."""
+    scale = size / max(height, width)
+    return min(size, max(1, round(height * scale))), min(size, max(1, round(width * scale)))
+
+
+def letterbox(image: torch.Tensor, size: int, mean: Sequence[float], std: Sequence[float]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """(3, H, W) float in [0, 1] -> ((3, size, size) normalised with mean/std (in [0, 1] units),
+    zero-padded bottom/right after normalisation, the valid (h, w) it fills).
+
+    Resizing is bilinear with antialiasing; a point (x, y) of the input lands at
+    (x w / W, y h / H) in the letterboxed frame."""
+    _, h, w = image.shape
+    nh, nw = letterbox_size(h, w, size)
+    resized = image[None].float()
+    if (nh, nw) != (h, w):
+        resized = F.interpolate(resized, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    out = torch.zeros(3, size, size)
+    out[:, :nh, :nw] = (resized[0] - mean_t) / std_t
+    return out, (nh, nw)
+
+
+def letterbox_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W) masks or id maps -> (N, size, size) in the frame `letterbox` makes (nearest
+    neighbour at pixel centres, zero-padded), dtype kept."""
+    n, h, w = masks.shape
+    nh, nw = letterbox_size(h, w, size)
+    rows = ((torch.arange(nh) + 0.5) * h / nh).long().clamp(max=h - 1)
+    cols = ((torch.arange(nw) + 0.5) * w / nw).long().clamp(max=w - 1)
+    out = torch.zeros(n, size, size, dtype=masks.dtype)
+    out[:, :nh, :nw] = masks[:, rows[:, None], cols[None, :]]
+    return out

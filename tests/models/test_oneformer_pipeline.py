@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import zoo.models.oneformer  # noqa: F401  (registers the card)
 from zoo import registry
-from zoo.models.oneformer.pipeline import (instance_inference, letterbox, letterbox_masks, letterbox_size,
+from zoo.imageio import letterbox_masks, letterbox_size
+from zoo.models.oneformer.pipeline import (instance_inference, letterbox_image,
                                            panoptic_inference, restore_masks, semantic_inference)
 from zoo.models.oneformer.model import preset_config
 from zoo.models.oneformer.tokenizer import VOCAB_SIZE, task_tokens
@@ -27,11 +27,11 @@ def test_letterbox_geometry():
     assert letterbox_size(1, 500, 128) == (1, 128)
     image = torch.rand(3, 48, 64)
     config = preset_config("micro")
-    boxed, valid = letterbox(image, 128, config)
+    boxed, valid = letterbox_image(image, 128, config)
     assert valid == (96, 128) and boxed.shape == (3, 128, 128)
     assert boxed[:, 96:].eq(0).all()  # padded with the mean colour, i.e. 0 after normalisation
     # normalised as detectron2: (255 x - mean) / std
-    grey, _ = letterbox(torch.full((3, 8, 8), 0.5), 8, config)
+    grey, _ = letterbox_image(torch.full((3, 8, 8), 0.5), 8, config)
     expected = (127.5 - torch.tensor(config.pixel_mean)) / torch.tensor(config.pixel_std)
     torch.testing.assert_close(grey[:, 3, 3], expected)
     masks = torch.zeros(1, 4, 8, dtype=torch.bool)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from zoo.models.vidt.model import ViDT, preset_config
-from zoo.models.vidt.pipeline import (IMAGENET_MEAN, IMAGENET_STD, ViDTPipeline, letterbox, postprocess_image,
+from zoo.models.vidt.pipeline import (IMAGENET_MEAN, IMAGENET_STD, ViDTPipeline, letterbox_scaled, postprocess_image,
                                       select_topk, unletterbox_boxes)
 from zoo.results import Detections
 
@@ -28,14 +28,14 @@ def _images() -> list[np.ndarray]:
 def test_letterbox_by_hand():
     # 40 x 80 (H x W) grey image into S = 128: scale 1.6, content 64 x 128 at the top, zeros below
     image = torch.full((3, 40, 80), 0.5)
-    out, (sy, sx) = letterbox(image, 128)
+    out, (sy, sx) = letterbox_scaled(image, 128)
     assert out.shape == (3, 128, 128)
     assert (sy, sx) == (1.6, 1.6)
     expected = (0.5 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(out[:, :64, :], expected.view(3, 1, 1).expand(3, 64, 128), atol=1e-5)
     assert out[:, 64:, :].abs().max() == 0
     # a tall image pads on the right
-    tall, (ty, tx) = letterbox(torch.full((3, 100, 50), 0.5), 128)
+    tall, (ty, tx) = letterbox_scaled(torch.full((3, 100, 50), 0.5), 128)
     assert (ty, tx) == (1.28, 1.28) and tall[:, :, 64:].abs().max() == 0 and tall[:, :, :64].abs().min() > 0
 
 

@@ -36,11 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.imageio import load_image, to_tensor
+from zoo.imageio import letterbox, load_image, to_tensor
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import Segmentation
 
-from .model import OneFormerConfig, OneFormerGraph, normalize_images
+from .model import OneFormerConfig, OneFormerGraph
 from .tokenizer import TASKS, VOCAB_SIZE, task_tokens
 
 VOID = -1
@@ -49,32 +49,10 @@ VOID = -1
 # ------------------------------------------------------------------ preprocessing
 
 
-def letterbox_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h, w) of an image resized to fit `size` x `size` with its aspect ratio kept (longer side = size)."""
-    scale = size / max(height, width)
-    return min(size, max(1, round(height * scale))), min(size, max(1, round(width * scale)))
-
-
-def letterbox(image: Tensor, size: int, config: OneFormerConfig) -> tuple[Tensor, tuple[int, int]]:
-    """(3, h, w) image in [0, 1] -> ((3, size, size) normalised with the model's pixel mean and std
-    and zero-padded, valid (h', w'))."""
-    vh, vw = letterbox_size(image.shape[-2], image.shape[-1], size)
-    resized = image[None].float()
-    if (vh, vw) != tuple(image.shape[-2:]):
-        resized = F.interpolate(resized, size=(vh, vw), mode="bilinear", align_corners=False, antialias=True)
-    out = torch.zeros(3, size, size, dtype=torch.float32)
-    out[:, :vh, :vw] = normalize_images(resized.clamp(0, 1), config)[0]
-    return out, (vh, vw)
-
-
-def letterbox_masks(masks: Tensor, size: int) -> Tensor:
-    """(N, h, w) masks / id maps -> (N, size, size), nearest-neighbour resized as `letterbox`, zero-padded."""
-    vh, vw = letterbox_size(masks.shape[-2], masks.shape[-1], size)
-    out = torch.zeros(masks.shape[0], size, size, dtype=masks.dtype)
-    if masks.shape[0]:
-        resized = F.interpolate(masks[None].float(), size=(vh, vw), mode="nearest-exact")[0]
-        out[:, :vh, :vw] = resized.to(masks.dtype)
-    return out
+def letterbox_image(image: Tensor, size: int, config: OneFormerConfig) -> tuple[Tensor, tuple[int, int]]:
+    """`zoo.imageio.letterbox` with the model's pixel mean and std (detectron2's 0-255 convention,
+    so (255 x - mean) / std = (x - mean / 255) / (std / 255))."""
+    return letterbox(image, size, [m / 255.0 for m in config.pixel_mean], [s / 255.0 for s in config.pixel_std])
 
 
 def restore_masks(mask_logits: Tensor, input_size: int, valid: tuple[int, int], out_size: tuple[int, int]) -> Tensor:
@@ -191,7 +169,7 @@ class OneFormerPipeline(Pipeline):
         batch, sizes, valid = [], [], []
         for item in items:
             image = to_tensor(load_image(item))
-            boxed, region = letterbox(image, c.image_size, c)
+            boxed, region = letterbox_image(image, c.image_size, c)
             batch.append(boxed)
             sizes.append((int(image.shape[-2]), int(image.shape[-1])))
             valid.append(region)

@@ -43,10 +43,11 @@ import torch
 from torch import Tensor, nn
 
 from zoo.data._rng import rng_for
+from zoo.imageio import letterbox_masks
 from zoo.trainable import TrainConfig, TrainTask
 
 from .loss import OneFormerCriterion
-from .pipeline import OneFormerPipeline, instance_inference, letterbox, letterbox_masks
+from .pipeline import OneFormerPipeline, instance_inference, letterbox_image
 from .targets import build_targets, choose_task, parse_tasks
 from .tokenizer import task_tokens, text_tokens
 
@@ -149,7 +150,7 @@ class OneFormerTrainSet(torch.utils.data.Dataset):
         image, masks = item["image"], item["masks"]
         if rng_for(self.seed, "oneformer-flip", index).random() < self.hflip:
             image, masks = image.flip(-1), masks.flip(-1)
-        image, _ = letterbox(image, self.image_size, self.config)
+        image, _ = letterbox_image(image, self.image_size, self.config)
         masks = letterbox_masks(masks, self.image_size)
         task = choose_task(self.seed, index, self.tasks)
         target = build_targets(task, masks, item["labels"], item["isthing"], self.class_names, self.num_texts)

@@ -43,7 +43,7 @@ from . import dct
 from .convert import convert_state_dict, load_official
 from .loss import ViDTCriterion
 from .model import ViDT, ViDTConfig, ViDTGraph, preset_config
-from .pipeline import ViDTPipeline, letterbox, postprocess_image
+from .pipeline import ViDTPipeline, letterbox_scaled, postprocess_image
 from .train import ViDTTrainConfig, build_task
 
 EXAMPLES = Path(__file__).parent / "examples"
@@ -139,4 +139,4 @@ def vidt_plus(config: ViDTConfig) -> ViDTPipeline:
 
 
 __all__ = ["CARD", "PLUS_CARD", "ViDT", "ViDTConfig", "ViDTCriterion", "ViDTGraph", "ViDTPipeline", "ViDTTrainConfig",
-           "build_task", "convert_state_dict", "dct", "load_official", "letterbox", "postprocess_image", "preset_config"]
+           "build_task", "convert_state_dict", "dct", "load_official", "letterbox_scaled", "postprocess_image", "preset_config"]

@@ -30,10 +30,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.imageio import load_image, to_tensor
+from zoo.imageio import letterbox, load_image, to_tensor
 from zoo.nn.box_ops import box_cxcywh_to_xyxy
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import Detections
@@ -44,29 +43,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def letterbox_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """(h, w) of an image resized so its longer side is `size`, aspect kept (each side >= 1)."""
-    scale = size / max(height, width)
-    return max(1, min(size, round(height * scale))), max(1, min(size, round(width * scale)))
-
-
-def letterbox(image: Tensor, size: int, mean: Sequence[float] = IMAGENET_MEAN,
-              std: Sequence[float] = IMAGENET_STD) -> tuple[Tensor, tuple[float, float]]:
-    """(3, H, W) float in [0, 1] -> ((3, size, size) normalised, zero-padded bottom/right, (sy, sx)).
-
-    (sy, sx) = resized / original per axis: a point (x, y) of the input is (x sx, y sy) in the
-    letterboxed frame.
-    """
-    _, h, w = image.shape
-    nh, nw = letterbox_size(h, w, size)
-    resized = image[None].float()
-    if (nh, nw) != (h, w):
-        resized = F.interpolate(resized, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    out = torch.zeros(3, size, size)
-    out[:, :nh, :nw] = (resized[0] - mean_t) / std_t
-    return out, (nh / h, nw / w)
+def letterbox_scaled(image: Tensor, size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                     std: Sequence[float] = IMAGENET_STD) -> tuple[Tensor, tuple[float, float]]:
+    """`zoo.imageio.letterbox` with the per-axis scale (sy, sx) = resized / original that maps input
+    points into the letterboxed frame (boxes go back through `unletterbox_boxes`)."""
+    out, (nh, nw) = letterbox(image, size, mean, std)
+    return out, (nh / image.shape[-2], nw / image.shape[-1])
 
 
 def unletterbox_boxes(boxes_xyxy: Tensor, scale: tuple[float, float], height: int, width: int) -> Tensor:
@@ -142,7 +124,7 @@ class ViDTPipeline(Pipeline):
         tensors, scales, sizes = [], [], []
         for item in items:
             image = to_tensor(load_image(item))
-            boxed, scale = letterbox(image, int(c.image_size), mean, std)
+            boxed, scale = letterbox_scaled(image, int(c.image_size), mean, std)
             tensors.append(boxed)
             scales.append(scale)
             sizes.append(tuple(image.shape[-2:]))

@@ -36,11 +36,12 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from zoo.imageio import letterbox_masks
 from zoo.nn.box_ops import box_xyxy_to_cxcywh
 from zoo.trainable import TrainConfig, TrainTask
 
 from .loss import ViDTCriterion
-from .pipeline import IMAGENET_MEAN, IMAGENET_STD, letterbox, postprocess_image
+from .pipeline import IMAGENET_MEAN, IMAGENET_STD, letterbox_scaled, postprocess_image
 
 COCO_TRAIN_STEPS = 50 * 7393  # 50 epochs of COCO train2017 (118 287 images) at batch 16
 
@@ -145,26 +146,15 @@ class ViDTDataset(torch.utils.data.Dataset):
             image = image.flip(-1)
             boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
             masks = masks.flip(-1) if masks is not None else None
-        boxed, (sy, sx) = letterbox(image, self.image_size, self.mean, self.std)
+        boxed, (sy, sx) = letterbox_scaled(image, self.image_size, self.mean, self.std)
         s = self.image_size
         boxes = boxes * boxes.new_tensor([sx, sy, sx, sy]) / s
         labels = item["category_ids"] if self.label_offset else item["labels"]
         target: dict[str, Any] = {"labels": labels.long(), "boxes": box_xyxy_to_cxcywh(boxes).clamp(0, 1),
                                   "image_id": item["image_id"], "orig_size": (int(h), int(w)), "scale": (sy, sx)}
         if self.with_masks and masks is not None:
-            target["masks"] = _letterbox_masks(masks, (sy, sx), s)
+            target["masks"] = letterbox_masks(masks, s)
         return boxed, target
-
-
-def _letterbox_masks(masks: Tensor, scale: tuple[float, float], size: int) -> Tensor:
-    """(T, H, W) bool -> (T, size, size) bool in the letterboxed frame (nearest, pixel centres)."""
-    t, h, w = masks.shape
-    nh, nw = max(1, min(size, round(h * scale[0]))), max(1, min(size, round(w * scale[1])))
-    rows = ((torch.arange(nh) + 0.5) * h / nh).long().clamp(max=h - 1)
-    cols = ((torch.arange(nw) + 0.5) * w / nw).long().clamp(max=w - 1)
-    out = torch.zeros(t, size, size, dtype=torch.bool)
-    out[:, :nh, :nw] = masks[:, rows[:, None], cols[None, :]]
-    return out
 
 
 def collate(items: Sequence[tuple[Tensor, dict[str, Any]]]) -> tuple[Tensor, list[dict[str, Any]]]:

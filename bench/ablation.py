@@ -1,0 +1,190 @@
+"""The papers' design claims as small ablations: several arms trained side by side on the same
+procedural data, with the same seed and step budget, then compared on the task's metrics.
+
+    python -m bench.ablation vidt --steps 600
+    python -m bench.ablation oneformer --steps 600
+    python -m bench.ablation vidt --steps 600 --reuse last=runs/vidt-micro
+
+Each arm is one training run of a registered model (`zoo train`'s code path: the card's first
+training stage, its variant defaults, the shared loop) with model-config and training-config
+overrides; its metrics are what the family's training task measures on the held-out split at
+the end. `--reuse ARM=RUN` takes an arm from a finished `zoo train` run (its model.json) instead
+of training it again, so the demo weights and the ablation share one run. Graph latency is
+measured side by side (interleaved rounds, one thread) on the trained arms.
+
+Suites:
+- `vidt`: ViDT micro with DET x PATCH cross-attention at the last stage only (the paper's RAM,
+  Sec. 3.1 / Table 5) against cross-attention at every stage: AP and latency; and ViDT+ micro
+  (EPFF, UQR, IoU-aware and token-labeling losses; ViDT+ paper Sec. 3) against plain ViDT.
+- `oneformer`: one model trained jointly on the three tasks (the paper's claim, Sec. 3 / Table 1)
+  against three single-task models that together get the same number of steps; and the joint
+  model without the query-text contrastive loss (Sec. 3.3, Table 6).
+
+Writes bench/results/ablation-<suite>-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training run of the ablation."""
+
+    name: str
+    model: str
+    variant: str = "micro"
+    config: dict[str, Any] = field(default_factory=dict)  # model-config overrides
+    train: dict[str, str] = field(default_factory=dict)  # training-config overrides (`--set` strings)
+    step_share: float = 1.0  # fraction of the suite's --steps this arm trains
+    description: str = ""
+
+
+SUITES: dict[str, tuple[Arm, ...]] = {
+    "vidt": (
+        Arm("last", "vidt", description="ViDT: DET x PATCH cross-attention at the last stage only (the paper's RAM)"),
+        Arm("every", "vidt", config={"cross_attention_stages": (0, 1, 2, 3)},
+            description="ViDT with DET x PATCH cross-attention at every stage"),
+        Arm("plus", "vidt-plus", description="ViDT+: EPFF, UQR masks, IoU-aware and token-labeling losses"),
+    ),
+    "oneformer": (
+        Arm("joint", "oneformer", description="one model, tasks sampled uniformly per image (the paper)"),
+        Arm("semantic", "oneformer", train={"tasks": "semantic"}, step_share=1 / 3, description="semantic only, a third of the steps"),
+        Arm("instance", "oneformer", train={"tasks": "instance"}, step_share=1 / 3, description="instance only, a third of the steps"),
+        Arm("panoptic", "oneformer", train={"tasks": "panoptic"}, step_share=1 / 3, description="panoptic only, a third of the steps"),
+        Arm("joint-no-contrastive", "oneformer", train={"contrastive_weight": "0"},
+            description="joint, without the query-text contrastive loss"),
+    ),
+}
+
+
+def build_arm(arm: Arm, weights: str | None = None):
+    """The arm's pipeline (config overrides applied), on CPU, in eval mode."""
+    from zoo.registry import build_pipeline, variant_config
+    from zoo.weights import load_weights
+
+    pipeline = build_pipeline(arm.model, config=variant_config(arm.model, arm.variant, arm.config))
+    if weights is not None:
+        load_weights(pipeline, weights)
+    return pipeline.eval()
+
+
+def train_arm(arm: Arm, steps: int, seed: int, out: Path) -> dict[str, Any]:
+    """Train one arm through the card's first stage; returns its metrics and where its weights are."""
+    from training import Trainer
+    from zoo.registry import get_card
+    from zoo.weights import save_weights
+
+    card = get_card(arm.model)
+    stage_name = next(iter(card.train_stages))
+    stage = card.train_stages[stage_name]
+    arm_steps = max(1, round(steps * arm.step_share))
+    config = stage.config_cls()
+    config = config.override({k: str(v) for k, v in stage.variant_defaults.get(arm.variant, {}).items()})
+    config = config.override({**arm.train, "steps": str(arm_steps)})
+    pipeline = build_arm(arm)
+    torch.manual_seed(seed)
+    task = stage.build_task(pipeline.model, "synthetic", config, seed, out)
+    started = time.time()
+    result = Trainer(task, out, seed=seed, progress=False,
+                     run_info={"model": arm.model, "variant": arm.variant, "arm": arm.name}).fit()
+    seconds = time.time() - started
+    metadata = {"model": arm.model, "variant": arm.variant, "arm": arm.name, "seed": seed,
+                "config_overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in arm.config.items()},
+                "train_config": config.to_dict(), "metrics": result.metrics, "steps": result.steps_done,
+                "seconds": round(seconds, 1)}
+    path = save_weights(result.module, out / "model.safetensors", metadata)
+    return {"weights": str(path), "steps": result.steps_done, "seconds": round(seconds, 1), "metrics": result.metrics}
+
+
+def reuse_arm(arm: Arm, run: Path) -> dict[str, Any]:
+    """An arm taken from a finished `zoo train` run (same model and variant)."""
+    meta = json.loads((run / "model.json").read_text())
+    if (meta.get("model"), meta.get("variant")) != (arm.model, arm.variant):
+        raise SystemExit(f"--reuse {arm.name}={run}: that run trained {meta.get('model')}/{meta.get('variant')}, "
+                         f"the arm needs {arm.model}/{arm.variant}")
+    return {"weights": str(run / "model.safetensors"), "steps": meta.get("steps"), "seconds": meta.get("seconds"),
+            "metrics": meta.get("metrics", {}), "reused": meta.get("command", str(run))}
+
+
+def arm_latency(arms: list[Arm], runs: dict[str, dict[str, Any]], budget_s: float) -> dict[str, Any]:
+    """Median latency of each arm's first graph at batch 1, interleaved (one thread)."""
+    contenders = {}
+    for arm in arms:
+        pipeline = build_arm(arm, runs[arm.name]["weights"])
+        spec = pipeline.graph_specs()[0]
+        inputs = spec.example_inputs({"batch": 1})
+        module = spec.module.eval()
+
+        def call(module=module, inputs=inputs) -> None:
+            with torch.inference_mode():
+                module(*inputs)
+
+        contenders[arm.name] = call
+    timings = measure_interleaved(contenders, warmup=2, min_reps=10, max_reps=40, budget_s=budget_s)
+    return {name: timing.summary() for name, timing in timings.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("suite", choices=sorted(SUITES))
+    parser.add_argument("--steps", type=int, default=600, help="training steps of a full arm (a single-task OneFormer arm gets a third)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"), help="where the arms' runs go (OUT/SUITE/ARM)")
+    parser.add_argument("--reuse", action="append", default=[], metavar="ARM=RUN", help="take an arm from a finished zoo train run")
+    parser.add_argument("--arms", default="", help="comma-separated subset of the suite's arms")
+    parser.add_argument("--latency-budget-s", type=float, default=20.0)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+
+    threads = pin_threads(args.threads)
+    arms = [a for a in SUITES[args.suite] if not args.arms or a.name in args.arms.split(",")]
+    reuse = dict(item.split("=", 1) for item in args.reuse)
+    unknown = set(reuse) - {a.name for a in arms}
+    if unknown:
+        parser.error(f"--reuse names unknown arms: {', '.join(sorted(unknown))}")
+    runs: dict[str, dict[str, Any]] = {}
+    for arm in arms:
+        if arm.name in reuse:
+            runs[arm.name] = reuse_arm(arm, Path(reuse[arm.name]))
+            log(f"[{arm.name}] reused {reuse[arm.name]}")
+            continue
+        out = args.out / args.suite / arm.name
+        if (out / "model.json").is_file():
+            raise SystemExit(f"{out} already holds a finished run: pass --reuse {arm.name}={out} or remove it")
+        log(f"[{arm.name}] training {arm.model}/{arm.variant} {arm.description}")
+        runs[arm.name] = train_arm(arm, args.steps, args.seed, out)
+        log(f"[{arm.name}] {runs[arm.name]['seconds']} s: {runs[arm.name]['metrics']}")
+    latency = arm_latency(arms, runs, args.latency_budget_s)
+
+    command = "python -m bench.ablation " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    document = new_document(f"ablation-{args.suite}", quick=False, machine=machine_info(threads), command=command,
+                            steps=args.steps, seed=args.seed)
+    document["arms"] = [{**dataclasses.asdict(arm), **runs[arm.name], "latency_batch1": latency[arm.name]} for arm in arms]
+    path = write_document(document, args.results)
+    names = sorted({k for arm in arms for k, v in runs[arm.name]["metrics"].items() if isinstance(v, (int, float))})
+    rows = [[arm.name, runs[arm.name]["steps"], *[_fmt(runs[arm.name]["metrics"].get(k)) for k in names],
+             latency[arm.name]["median_ms"]] for arm in arms]
+    print(format_table(rows, ["arm", "steps", *names, "latency ms (b1)"]))
+    log(f"wrote {path}")
+    return 0
+
+
+def _fmt(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

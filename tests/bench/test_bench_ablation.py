@@ -1,0 +1,47 @@
+"""bench.ablation: an arm trains through the card's stage with its config overrides applied, a
+finished run can stand in for an arm, and the suites name arms the registry can build."""
+
+import json
+
+import pytest
+
+from bench import ablation
+from zoo import registry
+
+# a handful of tiny procedural scenes, so one arm trains in seconds
+TINY = {"train_images": "4", "val_images": "2", "batch_size": "2", "log_every": "1", "eval_batch_size": "2"}
+
+
+def test_every_suite_arm_builds_with_its_overrides():
+    for suite, arms in ablation.SUITES.items():
+        for arm in arms:
+            card = registry.get_card(arm.model)
+            assert arm.variant in card.variants and card.train_stages, (suite, arm.name)
+            config = registry.variant_config(arm.model, arm.variant, arm.config)
+            for key, value in arm.config.items():
+                assert getattr(config, key) == value
+            stage = next(iter(card.train_stages.values()))
+            stage.config_cls().override(dict(arm.train))  # every training override names a real field
+
+
+def test_train_arm_applies_overrides_and_reuse_reads_it_back(tmp_path):
+    arm = ablation.Arm("every", "vidt", config={"cross_attention_stages": (0, 1, 2, 3)}, train=TINY)
+    run = ablation.train_arm(arm, steps=2, seed=0, out=tmp_path / "every")
+    assert run["steps"] == 2 and "box_AP" in run["metrics"]
+    meta = json.loads((tmp_path / "every" / "model.json").read_text())
+    assert meta["config_overrides"] == {"cross_attention_stages": [0, 1, 2, 3]} and meta["train_config"]["train_images"] == 4
+    # the saved weights load into the overridden config, not the card's default
+    pipeline = ablation.build_arm(arm, run["weights"])
+    assert pipeline.config.cross_attention_stages == (0, 1, 2, 3)
+    # a zoo-train-style run (same sidecar) stands in for the arm; a run of another model is refused
+    reused = ablation.reuse_arm(arm, tmp_path / "every")
+    assert reused["metrics"] == run["metrics"] and reused["steps"] == 2
+    with pytest.raises(SystemExit, match="vidt-plus/micro"):
+        ablation.reuse_arm(ablation.Arm("plus", "vidt-plus"), tmp_path / "every")
+    latency = ablation.arm_latency([arm], {"every": run}, budget_s=0.5)
+    assert latency["every"]["n"] >= 10 and latency["every"]["median_ms"] > 0
+
+
+def test_single_task_arms_share_the_joint_budget():
+    single = next(a for a in ablation.SUITES["oneformer"] if a.name == "semantic")
+    assert round(600 * single.step_share) == 200  # three single-task arms share the joint arm's budget

@@ -249,7 +249,11 @@ class Run:
         self.budget = Budget(args.budget_s)
         self.out_dir = Path(args.out)
         cuda = self.device.type == "cuda"
-        self.variants = tuple(args.variants.split(",")) if args.variants else (("s", "m") if (cuda or not self.quick) else ("micro",))
+        if args.variants == "none":  # only the other models (`--models`)
+            self.variants: tuple[str, ...] = ()
+        else:
+            self.variants = tuple(args.variants.split(",")) if args.variants else (("s", "m") if (cuda or not self.quick) else ("micro",))
+        self.model_variants = _parse_model_variants(args.models)
         self.batches = (BATCH_LATENCY, *BATCH_THROUGHPUT) if (cuda or not self.quick) else (1, 2)
         self.precisions = ("fp32", "fp16")
         if cuda:
@@ -263,7 +267,7 @@ class Run:
         self.slowest_compile = 0.0
         threads = torch.get_num_threads()
         self.doc = new_document(
-            "gpu",
+            args.suite,
             quick=self.quick,
             machine=machine_info(threads, device=str(self.device), note=None if cuda else "CPU dry run of the GPU script"),
             command=args.command or f"bench/gpu.sh {args.out}" + (" --quick" if self.quick else "") + ("" if cuda else f" --device {args.device}"),
@@ -416,7 +420,7 @@ class Run:
         return models
 
     def others(self) -> None:
-        """Micro variants of every other registered model, each graph at batch 1."""
+        """Micro variants of every other registered model (or the `--models` list), each graph at batch 1."""
         try:
             from bench.graphs import graph_inputs
             from zoo.registry import create_model, family_errors, list_models
@@ -429,8 +433,12 @@ class Run:
             return
         if not cards:
             say("other models: none registered besides efficientad")
-        for card in cards:
-            variant = "micro" if "micro" in card.variants else card.default_variant
+        jobs = self.model_variants or [(c.name, "micro" if "micro" in c.variants else c.default_variant) for c in cards]
+        for name, variant in jobs:
+            card = next((c for c in list_models() if c.name == name), None)
+            if card is None or variant not in card.variants:
+                self.skip(f"{name}/{variant}", "no such registered model variant")
+                continue
             if self.budget.remaining < 60:
                 self.skip(f"{card.name}/{variant}", "time budget spent")
                 continue
@@ -579,6 +587,16 @@ def _graph_runner_multi(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...
     return graph.replay
 
 
+def _parse_model_variants(text: str | None) -> list[tuple[str, str]]:
+    """"vidt:tiny,oneformer:swin-t" -> [("vidt", "tiny"), ("oneformer", "swin-t")]."""
+    pairs = []
+    for item in (text or "").split(","):
+        if item.strip():
+            name, _, variant = item.strip().partition(":")
+            pairs.append((name, variant or "micro"))
+    return pairs
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for gpu-<device>-<date>.json")
@@ -587,6 +605,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--budget-s", type=float, default=DEFAULT_BUDGET_S, help="stop starting new work after this many seconds")
     parser.add_argument("--no-compile", action="store_true", help="leave torch.compile out")
     parser.add_argument("--variants", default=None, help="EfficientAD variants, comma-separated (default: s,m; micro for a CPU quick run)")
+    parser.add_argument("--models", default=None,
+                        help="MODEL:VARIANT pairs for the other-models section, comma-separated (default: every model's micro)")
+    parser.add_argument("--suite", default="gpu", help="suite name of the results file (gpu-<device>-<date>.json by default)")
     parser.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device is None:

@@ -26,7 +26,7 @@ from bench.common import RESULTS_DIR, device_tag, log, new_document, machine_inf
 START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"
-SUITE_ORDER = ("reference", "latency", "serving", "flops", "gpu")
+SUITE_ORDER = ("reference", "latency", "serving", "flops", "gpu", "gpu-models")
 HEADER = "| Model | Measure | Value | Goal | Source |\n|---|---|---|---|---|"
 
 
@@ -52,7 +52,7 @@ def latest(documents: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The newest document per (suite, device), in the table's suite order."""
     newest: dict[tuple[str, str], dict[str, Any]] = {}
     for document in documents:
-        if document["suite"] == "gpu" and not document.get("machine", {}).get("gpu"):
+        if document["suite"] in ("gpu", "gpu-models") and not document.get("machine", {}).get("gpu"):
             continue  # a CPU dry run of the GPU script measures nothing worth a row
         key = (document["suite"], device_tag(document.get("machine", {})))
         if key not in newest or document.get("timestamp", "") > newest[key].get("timestamp", ""):
@@ -153,7 +153,8 @@ def _given_rows(d: dict[str, Any]) -> list[list[str]]:
     return [[str(c) for c in (list(row) + ["", "", "", ""])[:4]] for row in rows if isinstance(row, (list, tuple))]
 
 
-ROWS = {"reference": rows_reference, "latency": rows_latency, "serving": rows_serving, "flops": rows_flops, "gpu": rows_gpu}
+ROWS = {"reference": rows_reference, "latency": rows_latency, "serving": rows_serving, "flops": rows_flops, "gpu": rows_gpu,
+        "gpu-models": rows_gpu}
 
 
 def render_table(results_dir: str | Path = RESULTS_DIR) -> str:

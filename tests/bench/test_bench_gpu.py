@@ -53,3 +53,12 @@ def test_model_file_loads_without_the_family_package():
     module = gpu._load_efficientad_model_module()
     model = module.EfficientAD(module.EfficientADConfig(size="s"))
     assert gpu.efficientad_flops(model) == 75_894_579_200
+
+
+def test_models_only_run_names_its_suite_and_skips_unknown_variants(tmp_path):
+    document = gpu.main(["--out", str(tmp_path), "--device", "cpu", "--quick", "--variants", "none", "--no-compile",
+                         "--suite", "gpu-models", "--models", "vidt:micro,vidt:no-such-size"])
+    assert document["suite"] == "gpu-models" and document["results"] == []  # no EfficientAD section
+    assert [(o["model"], o["variant"], o["graph"]) for o in document["others"]] == [("vidt", "micro", "detect")]
+    assert any(s["what"] == "vidt/no-such-size" for s in document["skipped"])
+    assert (tmp_path / f"gpu-models-cpu-{document['date']}.json").is_file()

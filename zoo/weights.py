@@ -6,6 +6,8 @@ Loading never unpickles arbitrary objects: safetensors for our files and library
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import tempfile
@@ -112,9 +114,11 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 def load_torch_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """A foreign PyTorch checkpoint, pickle-free: tensors and plain containers only."""
+    """A foreign PyTorch checkpoint, pickle-free: tensors and plain containers only (plus
+    `argparse.Namespace`, a plain attribute bag that DETR-style training checkpoints keep as "args")."""
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # the unpickler's refusal names the offending global
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WeightsError(

@@ -56,6 +56,13 @@ def test_foreign_pth_goes_through_converter_pickle_free(toy_model, tmp_path):
     toy_model.converter = lambda state, config: {k.split("state_dict.net.", 1)[1]: v for k, v in state.items()}
     loaded = registry.create_model("toy-anomaly", weights=tmp_path / "official.pth")
     assert torch.equal(loaded.state_dict()["encoder.weight"], model.state_dict()["encoder.weight"])
+    # DETR-style training checkpoints keep their argparse "args" beside the weights: allowed
+    import argparse
+
+    torch.save({"state_dict": {f"net.{k}": v for k, v in model.state_dict().items()}, "args": argparse.Namespace(lr=1e-4)},
+               tmp_path / "with_args.pth")
+    assert torch.equal(registry.create_model("toy-anomaly", weights=tmp_path / "with_args.pth").state_dict()["encoder.weight"],
+                       model.state_dict()["encoder.weight"])
     # a pickled object is refused, with advice
     torch.save({"model": torch.nn.Linear(1, 1)}, tmp_path / "pickled.pth")
     with pytest.raises(WeightsError, match="weights_only=True"):

@@ -26,7 +26,6 @@ starts them. Any other mismatch raises ValueError naming the missing, unexpected
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +33,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from zoo.weights import read_state
 
 from .model import ViDT, ViDTConfig
 
@@ -164,20 +165,10 @@ def convert_state_dict(state: Mapping[str, Any], config: ViDTConfig,
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents without unpickling code: safetensors, or `torch.load(weights_only=True)`.
-
-    Official training checkpoints also hold `args` (an `argparse.Namespace`, a plain attribute
-    bag), which is allowed through; anything else that is not tensors or containers is refused."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a state dict or a checkpoint dict")
-    return dict(obj)
+    """A checkpoint's tensors without unpickling code (`zoo.weights.read_state`: safetensors, or
+    `torch.load(weights_only=True)` with official training checkpoints' `args` allowed), nested
+    keys flattened ("model.backbone...": `convert_state_dict` unwraps them)."""
+    return read_state(Path(path))[0]
 
 
 def load_official(path: str | Path, config: ViDTConfig, base: Mapping[str, Tensor] | nn.Module | None = None) -> dict[str, Tensor]:

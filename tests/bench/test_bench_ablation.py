@@ -45,3 +45,12 @@ def test_train_arm_applies_overrides_and_reuse_reads_it_back(tmp_path):
 def test_single_task_arms_share_the_joint_budget():
     single = next(a for a in ablation.SUITES["oneformer"] if a.name == "semantic")
     assert round(600 * single.step_share) == 200  # three single-task arms share the joint arm's budget
+
+
+def test_oneformer_arm_is_also_scored_at_a_lower_mask_threshold(tmp_path):
+    arm = ablation.Arm("semantic", "oneformer", train={**TINY, "tasks": "semantic", "samples_per_epoch": "4"})
+    run = ablation.train_arm(arm, steps=1, seed=0, out=tmp_path / "semantic")
+    extra = ablation.lower_threshold_metrics(arm, run, threshold=0.4)
+    assert set(extra) == {"pq@0.4", "pq_things@0.4", "pq_stuff@0.4"}
+    assert all(0.0 <= v <= 100.0 for v in extra.values())
+    assert ablation.lower_threshold_metrics(ablation.Arm("last", "vidt"), run) == {}  # detection arms: nothing extra

@@ -30,7 +30,7 @@ What we chose where the paper and code leave room:
 
 from pathlib import Path
 
-from zoo.registry import ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
 
 from .convert import convert_state_dict, load_transformers
 from .loss import OneFormerCriterion, contrastive_loss
@@ -40,6 +40,11 @@ from .tokenizer import TASKS, task_tokens, text_tokens
 from .train import OneFormerTrainConfig, build_task
 
 EXAMPLES = Path(__file__).parent / "examples"
+# The demo weights' run, measured by the run itself (the paper's metrics, in percent, on its held-out scenes at the
+# official object_mask_threshold 0.8), and again at 0.4 by the ablation (bench/results/ablation-oneformer-*.json).
+DEMO_COMMAND = "zoo train oneformer --variant micro --out runs/oneformer-micro"
+ABLATION_COMMAND = "python -m bench.ablation oneformer --steps 2000 --reuse joint=runs/oneformer-micro"
+DEMO_DATA = "16 held-out procedural panoptic shapes scenes (128 x 128, seed 0, split val)"
 
 CARD = ModelCard(
     name="oneformer",
@@ -53,7 +58,8 @@ CARD = ModelCard(
             "panoptic annotations with a task token and a query-text contrastive loss.",
     variants={
         "micro": VariantSpec(preset_config("micro"), description="Swin width 16, 64-d head, 24 queries, 128 x 128 input, "
-                                                                   "the 9 procedural shapes classes (CPU tests, demo)"),
+                                                                   "the 9 procedural shapes classes (CPU tests, demo)",
+                             demo_weights="micro-demo.safetensors"),
         "swin-t": VariantSpec(preset_config("swin-t"), description="Swin-T backbone, 150 queries, ADE20K 150 classes, 512 x 512; "
                                                                      "50.7M at test time (without the 17.5M text mapper)",
                               paper_params={"total": 68_279_314, "backbone": 27_520_698, "text_mapper": 17_542_913}),
@@ -79,8 +85,8 @@ CARD = ModelCard(
             build_task, OneFormerTrainConfig,
             "task-conditioned joint training on COCO panoptic data (semantic, instance and panoptic targets from one "
             "annotation; CE + mask BCE + dice with Hungarian matching and the query-text contrastive loss, paper Sec. 3)",
-            # micro: a CPU-sized run on procedural scenes (~0.5 s a step at batch 8 on one core: ~17 min); from
-            # scratch lr 1e-3 (1200 steps at 3e-4 left the thing classes near uniform: PQ things 0, mask AP 10)
+            # micro: a CPU-sized run on procedural scenes (2,000 steps at batch 8: 1,417 s on a shared core; the
+            # demo weights); from scratch lr 1e-3 (1,200 steps at 3e-4 left the thing classes near uniform)
             variant_defaults={"micro": {"steps": 2000, "batch_size": 8, "lr": 1e-3, "num_points": 3136,
                                         "train_images": 256, "val_images": 16, "samples_per_epoch": 2048,
                                         "ckpt_every": 500, "log_every": 50, "eval_every": 1000}},
@@ -88,6 +94,15 @@ CARD = ModelCard(
     },
     examples=(str(EXAMPLES / "shapes_1.png"), str(EXAMPLES / "shapes_2.png")),
     converter=convert_state_dict,
+    metrics=(
+        Metric("PQ", 32.9, "micro", DEMO_DATA, DEMO_COMMAND, "2026-11-29"),
+        Metric("PQ_things", 0.0, "micro", DEMO_DATA, DEMO_COMMAND, "2026-11-29"),
+        Metric("PQ_stuff", 98.7, "micro", DEMO_DATA, DEMO_COMMAND, "2026-11-29"),
+        Metric("mIoU", 42.8, "micro", DEMO_DATA, DEMO_COMMAND, "2026-11-29"),
+        Metric("mask_AP", 10.6, "micro", DEMO_DATA, DEMO_COMMAND, "2026-11-29"),
+        Metric("PQ@0.4", 40.5, "micro", DEMO_DATA + "; object_mask_threshold 0.4", ABLATION_COMMAND, "2026-11-29"),
+        Metric("PQ_things@0.4", 11.4, "micro", DEMO_DATA + "; object_mask_threshold 0.4", ABLATION_COMMAND, "2026-11-29"),
+    ),
 )
 
 

@@ -139,6 +139,12 @@ PLUS_CARD = ModelCard(
                                        variant_defaults={"micro": dict(_MICRO_TRAIN)})},
     examples=(str(EXAMPLES / "shapes.png"), str(EXAMPLES / "shapes-wide.png")),
     converter=convert_state_dict,
+    metrics=(
+        Metric("box_AP", 0.318, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-11-29"),
+        Metric("box_AP50", 0.456, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-11-29"),
+        Metric("mask_AP", 0.214, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-11-29"),
+        Metric("mask_AP50", 0.440, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-11-29"),
+    ),
 )
 
 

@@ -161,7 +161,7 @@ def check_parity(
             entry["outputs"][t.name] = figures
         entry["passed"] = all(o["passed"] for o in entry["outputs"].values())
         checks.append(entry)
-    return {"passed": all(c["passed"] for c in checks), "tolerance": {"abs": tol.abs, "rel": tol.rel}, "checks": checks}
+    return {"passed": all(c["passed"] for c in checks), "tolerance": tol.as_dict(), "checks": checks}
 
 
 def io_entries(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

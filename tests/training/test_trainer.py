@@ -279,10 +279,15 @@ def test_ctrl_c_finishes_the_step_and_saves(tmp_path):
         if step == 3:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(make_task(), tmp_path, progress=False, callbacks=[press_ctrl_c]).fit()
-    assert ckpt.latest_checkpoint(tmp_path / "checkpoints").name == "step-000003.pt"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own handler first: a shell that starts the tests in the background ignores SIGINT
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(make_task(), tmp_path, progress=False, callbacks=[press_ctrl_c]).fit()
+        assert ckpt.latest_checkpoint(tmp_path / "checkpoints").name == "step-000003.pt"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer restored it
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_nan_loss_stops_after_saving_the_last_good_state(tmp_path):

@@ -35,6 +35,7 @@ What we chose where the papers and code leave room:
   postprocessor; ViDT+'s `iou_alpha` option adds IoU-aware ranking (pipeline.py).
 """
 
+import dataclasses
 from pathlib import Path
 
 from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
@@ -116,29 +117,21 @@ CARD = ModelCard(
     ),
 )
 
-PLUS_CARD = ModelCard(
+PLUS_CARD = dataclasses.replace(
+    CARD,
     name="vidt-plus",
-    task="object-detection",
     title="An Extendable, Efficient and Effective Transformer-based Object Detector (ViDT+)",
-    year=2022,
     arxiv="2204.07962",
-    repo="https://github.com/naver-ai/vidt",
-    license="Apache-2.0",
     summary="ViDT extended to joint detection and instance masks: efficient pyramid feature fusion, a unified query "
             "representation predicting DCT-coded masks, IoU-aware and token-labeling losses, 300 [DET] tokens.",
     variants=_variants(plus=True),
-    result_type="Detections",
-    inputs=("image",),
     options=_OPTIONS + (
         OptionSpec("iou_alpha", "float", 0.0, "rank by p^(1-a) * IoU^a with the predicted IoU (0: class probability alone, "
                    "as the official postprocessor)", minimum=0.0, maximum=1.0),
     ),
-    graphs=("detect",),
     train_stages={"detect": TrainStage(build_task, ViDTTrainConfig, _TRAIN_NOTE + "; plus the UQR vector loss (L1 on "
                                        "DCT mask coefficients), IoU-aware BCE (2) and token-labeling focal + dice (2 each)",
                                        variant_defaults={"micro": dict(_MICRO_TRAIN)})},
-    examples=(str(EXAMPLES / "shapes.png"), str(EXAMPLES / "shapes-wide.png")),
-    converter=convert_state_dict,
     metrics=(
         Metric("box_AP", 0.318, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-11-29"),
         Metric("box_AP50", 0.456, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-11-29"),
@@ -148,14 +141,13 @@ PLUS_CARD = ModelCard(
 )
 
 
-@register_model(CARD)
 def vidt(config: ViDTConfig) -> ViDTPipeline:
+    """Both cards build the same network; the config (`plus` and its switches) says which."""
     return ViDTPipeline(ViDT(config), config)
 
 
-@register_model(PLUS_CARD)
-def vidt_plus(config: ViDTConfig) -> ViDTPipeline:
-    return ViDTPipeline(ViDT(config), config)
+register_model(CARD)(vidt)
+register_model(PLUS_CARD)(vidt)
 
 
 __all__ = ["CARD", "PLUS_CARD", "ViDT", "ViDTConfig", "ViDTCriterion", "ViDTGraph", "ViDTPipeline", "ViDTTrainConfig",

@@ -64,7 +64,7 @@ CARD = ModelCard(
                                                                      "50.7M at test time (without the 17.5M text mapper)",
                               paper_params={"total": 68_279_314, "backbone": 27_520_698, "text_mapper": 17_542_913}),
         "swin-l": VariantSpec(preset_config("swin-l"), description="Swin-L (384, window 12) backbone, 250 queries, ADE20K, 640 x 640; "
-                                                                     "218.8M at test time, the paper's 219M (Table 2)",
+                                                                     "218.8M at test time, the paper's 219M",
                               paper_params={"total": 236_354_060, "backbone": 195_201_204, "text_mapper": 17_542_913}),
         "convnext-l": VariantSpec(preset_config("convnext-l"), description="ConvNeXt-L backbone, 250 queries, ADE20K, 640 x 640; "
                                                                              "219.8M at test time (without the text mapper)",

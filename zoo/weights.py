@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 from safetensors import safe_open
@@ -36,18 +36,27 @@ class WeightsMismatchError(WeightsError):
         self.missing, self.unexpected, self.mis_shaped = missing, unexpected, mis_shaped
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing keys: {_preview(missing)}")
+            parts.append(f"{len(missing)} missing keys: {preview_names(missing)}")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {_preview(unexpected)}")
+            parts.append(f"{len(unexpected)} unexpected keys: {preview_names(unexpected)}")
         if mis_shaped:
             shown = [f"{k} (checkpoint {tuple(a)} vs model {tuple(b)})" for k, a, b in mis_shaped]
-            parts.append(f"{len(mis_shaped)} mis-shaped keys: {_preview(shown)}")
+            parts.append(f"{len(mis_shaped)} mis-shaped keys: {preview_names(shown)}")
         super().__init__("checkpoint does not match the model: " + "; ".join(parts))
 
 
-def _preview(items: list[str], n: int = 8) -> str:
-    shown = ", ".join(items[:n])
-    return shown + (f", ... (+{len(items) - n} more)" if len(items) > n else "")
+def preview_names(names: Sequence[str], limit: int = 10) -> str:
+    """The first `limit` names, comma-separated, and how many more: what error messages list."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def meta_shapes(build: Callable[[], nn.Module]) -> dict[str, torch.Size]:
+    """Names and shapes of `build()`'s state dict, built on the meta device (no memory, no init time):
+    what converters check a foreign checkpoint against."""
+    with torch.device("meta"):
+        module = build()
+    return {k: v.shape for k, v in module.state_dict().items()}
 
 
 def zoo_home() -> Path:

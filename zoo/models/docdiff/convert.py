@@ -24,17 +24,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from zoo.weights import meta_shapes, preview_names
+
 from .model import DocDiff, DocDiffConfig
 
 PARTS = ("init_predictor", "denoiser")
-_MAX_LISTED = 10
 
 
 def expected_shapes(config: DocDiffConfig) -> dict[str, torch.Size]:
     """Our state dict's names and shapes, built on the meta device."""
-    with torch.device("meta"):
-        model = DocDiff(config)
-    return {k: v.shape for k, v in model.state_dict().items()}
+    return meta_shapes(lambda: DocDiff(config))
 
 
 def _strip(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -77,8 +76,7 @@ def convert_state_dict(state: Mapping[str, Any], config: DocDiffConfig) -> dict[
         for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped),
                              ("not tensors", not_tensors)):
             if names:
-                shown = ", ".join(names[:_MAX_LISTED]) + (f", ... (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
-                parts.append(f"{label} ({len(names)}): {shown}")
+                parts.append(f"{label} ({len(names)}): {preview_names(names)}")
         raise ValueError("; ".join(parts))
     return {k: flat[k] for k in shapes}
 

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from zoo.weights import meta_shapes, preview_names
+
 from .model import EfficientAD, EfficientADConfig
 
 BUFFER_NAMES = ("teacher_mean", "teacher_std", "q_st_start", "q_st_end", "q_ae_start", "q_ae_end")
@@ -55,14 +57,11 @@ _NELSON_DECODER = (12, 16, 20, 24, 28, 32, 36, 38)
 
 _SEQ_KEY = re.compile(r"^(\d+)\.(weight|bias)$")
 _CONV_KEY = re.compile(r"^conv\d+\.(weight|bias)$")
-_MAX_LISTED = 12
 
 
 def expected_shapes(config: EfficientADConfig) -> dict[str, torch.Size]:
     """Names and shapes of our `EfficientAD(config).state_dict()`, built on the meta device."""
-    with torch.device("meta"):
-        model = EfficientAD(config)
-    return {k: v.shape for k, v in model.state_dict().items()}
+    return meta_shapes(lambda: EfficientAD(config))
 
 
 def _unwrap(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,7 +83,7 @@ def _unwrap(state: Mapping[str, Any]) -> dict[str, Any]:
         flat = {k[len("model.") :]: v for k, v in flat.items() if k.startswith("model.")}
     not_tensors = [k for k, v in flat.items() if not isinstance(v, Tensor)]
     if not_tensors:
-        raise ValueError(f"checkpoint entries are not tensors: {_listed(not_tensors)}")
+        raise ValueError(f"checkpoint entries are not tensors: {preview_names(not_tensors)}")
     return flat
 
 
@@ -101,7 +100,7 @@ def detect_layout(state: Mapping[str, Tensor]) -> str:
         return "pdn_sequential"
     if keys and all(_CONV_KEY.match(k) for k in keys):
         return "pdn_named"
-    raise ValueError(f"unrecognised EfficientAD checkpoint layout; first keys: {_listed(keys)}")
+    raise ValueError(f"unrecognised EfficientAD checkpoint layout; first keys: {preview_names(keys)}")
 
 
 def _is_set(tensors: list[Tensor]) -> bool:
@@ -217,17 +216,12 @@ def _check(
     if missing or unexpected or misshaped:
         parts = [f"cannot load {layout} checkpoint into EfficientAD(size={config.size!r}, out_channels={config.out_channels})"]
         if missing:
-            parts.append(f"missing ({len(missing)}): {_listed(missing)}")
+            parts.append(f"missing ({len(missing)}): {preview_names(missing)}")
         if unexpected:
-            parts.append(f"unexpected ({len(unexpected)}): {_listed(unexpected)}")
+            parts.append(f"unexpected ({len(unexpected)}): {preview_names(unexpected)}")
         if misshaped:
-            parts.append(f"mis-shaped ({len(misshaped)}): {_listed(misshaped)}")
+            parts.append(f"mis-shaped ({len(misshaped)}): {preview_names(misshaped)}")
         raise ValueError("; ".join(parts))
-
-
-def _listed(names: list[str]) -> str:
-    shown = ", ".join(names[:_MAX_LISTED])
-    return shown + (f", ... (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else "")
 
 
 def load_state(model: EfficientAD, state: Mapping[str, Any]) -> list[str]:

@@ -51,10 +51,11 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from zoo.weights import meta_shapes, preview_names
+
 from .model import ADE20K_CLASSES, ADE20K_THING_IDS, OneFormer, OneFormerConfig, TextMapper, backbone_family
 
 log = logging.getLogger(__name__)
-_MAX_LISTED = 12
 _DROP = re.compile(r"(relative_position_index|(^|\.)attn_mask|^criterion\.empty_weight|^pixel_(mean|std))$")
 
 # (regex on the source key, replacement: a template, a function of the match, or None to drop)
@@ -63,9 +64,7 @@ Rule = tuple[str, str | Callable[[re.Match[str]], str] | None]
 
 def expected_shapes(config: OneFormerConfig) -> dict[str, torch.Size]:
     """Our state dict's names and shapes, built on the meta device."""
-    with torch.device("meta"):
-        model = OneFormer(config)
-    return {k: v.shape for k, v in model.state_dict().items()}
+    return meta_shapes(lambda: OneFormer(config))
 
 
 def _apply(state: Mapping[str, Tensor], rules: list[Rule]) -> tuple[dict[str, Tensor], list[str]]:
@@ -292,9 +291,7 @@ def _check(converted: dict[str, Tensor], unmatched: list[str], config: OneFormer
                  f"use_text_mapper={config.use_text_mapper}"]
         for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
             if names:
-                shown = ", ".join(names[:_MAX_LISTED])
-                more = f", ... (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
-                parts.append(f"{label} ({len(names)}): {shown}{more}")
+                parts.append(f"{label} ({len(names)}): {preview_names(names)}")
         raise ValueError("; ".join(parts))
     return {k: converted[k].contiguous() for k in shapes}
 
@@ -330,7 +327,7 @@ def convert_state_dict(state: Mapping[str, Any], config: OneFormerConfig) -> dic
     renamed, unmatched = _apply(flat, rules)
     if not renamed:
         raise ValueError("no tensor of this checkpoint maps onto OneFormer (not ours, official, transformers or timm "
-                         f"{config.backbone!r}); first keys: {', '.join(list(flat)[:_MAX_LISTED])}")
+                         f"{config.backbone!r}); first keys: {preview_names(list(flat))}")
     return _check(renamed, unmatched, config, "timm", fill=lambda: _fresh_state(config))
 
 
@@ -362,7 +359,7 @@ def to_official(state: Mapping[str, Tensor], config: OneFormerConfig) -> dict[st
         raise ValueError(f"the official layout of {config.backbone!r} is not mapped")
     renamed, unmatched = _apply(state, rules)
     if unmatched:
-        raise ValueError(f"keys with no official name: {', '.join(unmatched[:_MAX_LISTED])}")
+        raise ValueError(f"keys with no official name: {preview_names(unmatched)}")
     return renamed
 
 

@@ -34,19 +34,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zoo.weights import read_state
+from zoo.weights import meta_shapes, preview_names, read_state
 
 from .model import ViDT, ViDTConfig
 
-_MAX_LISTED = 10
 _BUFFERS = ("relative_position_index", "attn_mask")
 
 
 def expected_shapes(config: ViDTConfig) -> dict[str, torch.Size]:
     """Our state dict's names and shapes, built on the meta device."""
-    with torch.device("meta"):
-        model = ViDT(config)
-    return {k: v.shape for k, v in model.state_dict().items()}
+    return meta_shapes(lambda: ViDT(config))
 
 
 def _unwrap(state: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,10 +109,6 @@ def _swin_key(key: str, layout: str) -> str | None:
     return "backbone." + key
 
 
-def _fmt(label: str, names: list[str]) -> str:
-    more = f", ... (+{len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
-    return f"{label} ({len(names)}): " + ", ".join(names[:_MAX_LISTED]) + more
-
 
 def convert_state_dict(state: Mapping[str, Any], config: ViDTConfig,
                        base: Mapping[str, Tensor] | nn.Module | None = None) -> dict[str, Tensor]:
@@ -159,7 +152,7 @@ def convert_state_dict(state: Mapping[str, Any], config: ViDTConfig,
         for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped),
                              ("not tensors", not_tensors)):
             if names:
-                parts.append(_fmt(label, names))
+                parts.append(f"{label} ({len(names)}): {preview_names(names)}")
         raise ValueError("; ".join(parts))
     return {k: mapped[k] for k in shapes}
 

@@ -312,7 +312,7 @@ def export_onnx_fp16(
             entry = export_onnx_graph(spec, scratch, exporter, opset)
             if not entry["parity"]["passed"]:
                 entry["parity_fp32"] = entry.pop("parity")
-                entry["parity"] = {"passed": False, "tolerance": {"abs": FP16_TOLERANCE.abs, "rel": FP16_TOLERANCE.rel},
+                entry["parity"] = {"passed": False, "tolerance": fp16_tolerance(spec).as_dict(),
                                    "checks": [{"passed": False, "dims": {}, "error": "the fp32 export already failed"}]}
                 manifest["graphs"][spec.name] = entry
                 continue
@@ -321,7 +321,7 @@ def export_onnx_fp16(
             entry["precision"]["dtype"] = "float16"
             entry["external_data"] = entry["precision"].pop("external_data")
             entry["file"] = target.name
-            entry["parity_fp32"] = {**entry.pop("parity"), "tolerance": {"abs": FP32_TOLERANCE.abs, "rel": FP32_TOLERANCE.rel}}
+            entry["parity_fp32"] = {**entry.pop("parity"), "tolerance": FP32_TOLERANCE.as_dict()}
             entry["parity"] = check_parity(spec, target, fp16_tolerance(spec))
             entry["task_metric"] = task_metric(task, spec, target)
             entry["inputs"], entry["outputs"] = io_entries(target)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from zoo.models.vidt.loss import ViDTCriterion, token_label_targets, token_levels
-from zoo.nn.losses import dice_loss, sigmoid_focal_loss
+from zoo.nn.losses import dice_loss
 
 VIDT = SimpleNamespace(num_classes=2)
 PLUS = SimpleNamespace(num_classes=2, uqr=True, iou_aware=True, token_label=True, vector_dim=256, mask_size=128)
@@ -135,14 +135,34 @@ def test_token_loss_levels_focal_plus_dice():
     for lv in (lv0, lv1):
         h = lv.shape[1]
         soft = torch.nn.functional.avg_pool2d(full, 8 // h).permute(0, 2, 3, 1).flatten(1, 2)
-        exp_f += sigmoid_focal_loss(lv.flatten(1, 2), soft, 1.0).item()
-        exp_d += dice_loss(lv.flatten(1, 2), soft, 1.0).item()
+        # the official vidt-plus formula: focal per element, .mean(1).sum() / num_boxes (no x h*w)
+        x = lv.flatten(1, 2)
+        p = x.sigmoid()
+        ce = torch.nn.functional.binary_cross_entropy_with_logits(x, soft, reduction="none")
+        p_t = p * soft + (1 - p) * (1 - soft)
+        per = (0.25 * soft + 0.75 * (1 - soft)) * ce * (1 - p_t) ** 2
+        exp_f += (per.mean(1).sum() / 1.0).item()
+        exp_d += dice_loss(x, soft, 1.0).item()
     assert focal.item() == pytest.approx(exp_f, rel=1e-5)
     assert dice.item() == pytest.approx(exp_d, rel=1e-5)
     # the flat (B, N, C) + spatial_shapes layout reads the same levels
     flat = torch.cat([lv0.flatten(1, 2), lv1.flatten(1, 2)], dim=1)
     levels = token_levels({"pred_logits": flat, "spatial_shapes": torch.tensor([[4, 4], [2, 2]])})
     assert torch.equal(levels[0], lv0) and torch.equal(levels[1], lv1)
+
+
+def test_token_focal_is_averaged_over_tokens_by_hand():
+    # One image, one 2x2 level, one class channel (channel 0 = "any object"); the object covers the
+    # whole 4x4 image, so every token's soft target is 1. Logits 0 everywhere: each element's focal
+    # term is 0.25 * 0.5^2 * log 2. Official: mean over the 4 tokens, sum over 1 image x 1 class,
+    # / num_boxes 2 -> 0.25 * 0.25 * log 2 / 2 (a token sum would be 4 times that).
+    masks = torch.ones(1, 4, 4, dtype=torch.bool)
+    targets = [{"labels": torch.tensor([0]), "boxes": torch.tensor([[0.5, 0.5, 1.0, 1.0]]), "masks": masks}]
+    crit = ViDTCriterion(SimpleNamespace(num_classes=1, token_label=True))
+    focal, dice = crit.loss_tokens({"pred_logits": [torch.zeros(1, 2, 2, 1)]}, targets, num_boxes=2.0)
+    assert focal.item() == pytest.approx(0.25 * 0.25 * math.log(2) / 2, rel=1e-6)
+    # dice over the image's 4 tokens: 1 - (2 * 2 + 1) / (2 + 4 + 1), / num_boxes 2
+    assert dice.item() == pytest.approx((1 - 5 / 7) / 2, rel=1e-6)
 
 
 def test_full_plus_criterion_backpropagates():

@@ -46,6 +46,16 @@ def test_focal_loss_matches_deformable_detr_normalisation():
     assert torch.allclose(sigmoid_focal_loss(logits, onehot, 2), reference)
 
 
+def test_focal_loss_mean_dim_is_the_detr_function_without_times_q():
+    # mean_dim=1 is DETR's `loss.mean(1).sum() / num_boxes` as ViDT+ token labeling calls it:
+    # logits 0 on (1, 4 tokens, 1 class) all positive -> per element 0.25 * 0.25 * log 2, mean over
+    # the 4 tokens, / num_boxes 2; the default (sum) is 4 times that.
+    inputs, targets = torch.zeros(1, 4, 1), torch.ones(1, 4, 1)
+    one = 0.25 * 0.25 * LOG2
+    assert math.isclose(sigmoid_focal_loss(inputs, targets, 2, mean_dim=1).item(), one / 2, rel_tol=1e-6)
+    assert math.isclose(sigmoid_focal_loss(inputs, targets, 2).item(), 4 * one / 2, rel_tol=1e-6)
+
+
 def test_dice_and_bce_hand_values():
     logits = torch.tensor([[30.0, 30.0, -30.0, -30.0]])
     target = torch.tensor([[1.0, 0.0, 0.0, 0.0]])

@@ -24,15 +24,21 @@ from torch import Tensor
 
 
 def sigmoid_focal_loss(
-    inputs: Tensor, targets: Tensor, num_boxes: float, alpha: float = 0.25, gamma: float = 2.0
+    inputs: Tensor, targets: Tensor, num_boxes: float, alpha: float = 0.25, gamma: float = 2.0,
+    mean_dim: int | None = None,
 ) -> Tensor:
-    """Alpha-balanced focal loss on logits (Lin et al. 2017, Eq. 5), summed and divided by `num_boxes`.
+    """Alpha-balanced focal loss on logits (Lin et al. 2017, Eq. 5), reduced and divided by `num_boxes`.
 
     FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t), with p_t = p for positives and 1 - p for
     negatives, alpha_t = alpha for positives and 1 - alpha for negatives (alpha < 0 disables
     the balance). `inputs` and `targets` (one-hot, float) share a shape, usually
-    `(B, Q, C)`. Deformable DETR computes `loss.mean(1).sum() / num_boxes * Q`, which for
-    `(B, Q, C)` inputs equals the plain sum over everything divided by `num_boxes`: this.
+    `(B, Q, C)`. The DETR-family function reduces as `loss.mean(1).sum() / num_boxes`:
+    - `mean_dim=None` (default) sums over everything: Deformable DETR's `loss_labels` multiplies
+      that function by Q (`... * src_logits.shape[1]`), which for `(B, Q, C)` inputs equals the
+      plain sum divided by `num_boxes`;
+    - `mean_dim=1` is that function as it stands (no x Q), as ViDT+'s token labeling calls it on
+      `(B, h*w, C)` tokens (official vidt-plus `methods/segmentation.py` `sigmoid_focal_loss`):
+      averaged over dim 1, summed over the rest, divided by `num_boxes`.
     """
     prob = inputs.sigmoid()
     ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
@@ -40,6 +46,8 @@ def sigmoid_focal_loss(
     loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    if mean_dim is not None:
+        loss = loss.mean(mean_dim)
     return loss.sum() / num_boxes
 
 

@@ -19,8 +19,10 @@ ViDT+ (arXiv 2204.07962, Sec. 3.2-3.3) adds, as the official criterion:
   As in the official code the IoU target is not detached (its gradient reaches the boxes);
 - `loss_token_focal` / `loss_token_dice` (token labeling, Jiang et al. 2021): per-token class
   targets from the GT masks (each pixel's class, the first instance winning overlaps, channel 0
-  turned into "any object"), average-pooled to each level of [PATCH] tokens; sigmoid focal plus
-  dice (per image, over all tokens and classes), summed over levels / num_boxes, weight 2 each.
+  turned into "any object"), average-pooled to each level of [PATCH] tokens; sigmoid focal
+  *averaged over the level's tokens* then summed over images and classes (the official
+  `sigmoid_focal_loss(...)` `.mean(1).sum() / num_boxes`, without the x Q that `loss_ce` gets) plus
+  dice (per image, over all tokens and classes), each summed over levels / num_boxes, weight 2 each.
 
 Channel 0 as "foreground": the official token head has COCO's 91 outputs where id 0 is unused, and
 flips channel 0 from background to foreground. With contiguous labels (our `micro`, where label 0
@@ -195,7 +197,8 @@ class ViDTCriterion(nn.Module):
             _, h, w, _ = logits.shape
             soft = F.adaptive_avg_pool2d(full, (h, w)).permute(0, 2, 3, 1).flatten(1, 2)  # (B, hw, C)
             flat = logits.flatten(1, 2)
-            focal = focal + sigmoid_focal_loss(flat, soft, num_boxes, alpha=self.focal_alpha, gamma=2.0)
+            # mean over the h*w tokens (mean_dim=1), as the official call: no x Q / x h*w here.
+            focal = focal + sigmoid_focal_loss(flat, soft, num_boxes, alpha=self.focal_alpha, gamma=2.0, mean_dim=1)
             dice = dice + dice_loss(flat, soft, num_boxes)
         return focal, dice
 

@@ -3,12 +3,15 @@
 import itertools
 import math
 
+import numpy as np
+import pytest
 import torch
 
 from zoo.nn.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from zoo.nn.losses import dice_loss, sigmoid_ce_loss
 from zoo.nn.matcher import (
     HungarianMatcher,
+    assign,
     batch_dice_cost,
     batch_sigmoid_ce_cost,
     focal_class_cost,
@@ -91,3 +94,41 @@ def test_mask_matcher_recovers_permutation():
     matcher = HungarianMatcher(cost_class=2, cost_bbox=0, cost_giou=0, focal=False, cost_mask=5, cost_dice=5, num_points=500)
     ((src, tgt),) = matcher(outputs, [{"labels": labels, "masks": masks}], generator=torch.Generator().manual_seed(0))
     assert torch.equal(src[tgt.argsort()], perm)
+
+
+def test_nan_and_inf_costs_are_assigned_as_oneformer_does():
+    # NaN costs 100 (OneFormer's linear_sum_assignment_with_nan): the NaN pair is avoided
+    cost = np.array([[np.nan, 1.0], [2.0, 3.0]])
+    with pytest.warns(RuntimeWarning):
+        rows, cols = assign(cost)
+    assert rows.tolist() == [0, 1] and cols.tolist() == [1, 0]
+    # ... but taken over a pair costing more than 100
+    with pytest.warns(RuntimeWarning):
+        assert assign(np.array([[np.nan, 150.0], [0.0, 0.0]]))[1].tolist() == [0, 1]
+    # all NaN: no match at all, as the official
+    with pytest.warns(RuntimeWarning):
+        rows, cols = assign(np.full((3, 2), np.nan))
+    assert rows.size == cols.size == 0
+    # a row of +inf and a -inf entry (scipy alone raises "infeasible" / "invalid numeric entries")
+    with pytest.warns(RuntimeWarning):
+        rows, cols = assign(np.array([[np.inf, np.inf], [2.0, 3.0], [-np.inf, 0.0]]))
+    assert len(rows) == 2 and rows.tolist() == [1, 2] and cols.tolist() == [1, 0]
+    # finite costs are untouched (no warning)
+    rows, cols = assign(np.array([[0.0, 1.0], [1.0, 0.0]]))
+    assert cols.tolist() == [0, 1]
+
+
+def test_matcher_survives_a_diverging_batch():
+    outputs = {"pred_logits": torch.tensor([[[float("nan"), 0.0], [0.0, 5.0]]]),
+               "pred_boxes": torch.tensor([[[0.5, 0.5, 0.2, 0.2], [float("inf"), 0.5, 0.2, 0.2]]])}
+    targets = [{"labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.2]])}]
+    with pytest.warns(RuntimeWarning):
+        (rows, cols), = HungarianMatcher()(outputs, targets)
+    assert len(rows) == len(cols) == 1
+    masks = {"pred_logits": torch.full((1, 2, 3), float("nan")), "pred_masks": torch.full((1, 2, 4, 4), float("nan"))}
+    mtargets = [{"labels": torch.tensor([0]), "masks": torch.ones(1, 8, 8)}]
+    matcher = HungarianMatcher(cost_class=2.0, cost_bbox=0.0, cost_giou=0.0, focal=False, cost_mask=5.0,
+                               cost_dice=5.0, num_points=16)
+    with pytest.warns(RuntimeWarning):
+        (rows, cols), = matcher(masks, mtargets)
+    assert len(rows) == len(cols) == 0

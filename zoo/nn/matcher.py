@@ -11,11 +11,19 @@ One matcher for the three families:
   mask 5, dice 5, no box costs.
 
 The total cost C = w_class C_class + w_bbox C_L1 + w_giou C_giou + w_mask C_mask + w_dice C_dice
-is solved per image with `scipy.optimize.linear_sum_assignment` (Kuhn-Munkres).
+is solved per image with `scipy.optimize.linear_sum_assignment` (Kuhn-Munkres), through
+`assign`, which keeps a diverging batch (NaN or inf costs) from raising inside scipy: NaN costs
+become 100 and an all-NaN matrix matches nothing, as OneFormer's matcher does
+(`oneformer/modeling/matcher.py` `linear_sum_assignment_with_nan`; Mask2Former's own matcher
+passes NaN to scipy, which raises). The official code leaves inf alone (scipy raises on -inf and
+on a row of +inf); we also clip +-inf to +-1e8 so that any non-NaN matrix gets an assignment.
 """
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -23,6 +31,29 @@ from torch import Tensor, nn
 
 from zoo.nn.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from zoo.nn.losses import point_sample
+
+
+NAN_COST = 100.0  # OneFormer's replacement for NaN costs
+INF_COST = 1e8  # our bound for +-inf costs (the official code has none)
+
+
+def assign(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`linear_sum_assignment` on a `(Q, T)` cost that may hold NaN or inf, without raising.
+
+    NaN entries cost `NAN_COST` (100, OneFormer's value) and a matrix of NaN only gives no
+    match at all (two empty arrays), as OneFormer's `linear_sum_assignment_with_nan`; +-inf
+    (not handled officially) cost +-`INF_COST`. Warns when it had to replace anything.
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.size and not np.isfinite(cost).all():
+        nan = np.isnan(cost)
+        if nan.all():
+            warnings.warn("Hungarian matching: cost matrix is all NaN; no query matched", RuntimeWarning, stacklevel=2)
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty.copy()
+        warnings.warn("Hungarian matching: NaN/inf costs replaced by finite ones", RuntimeWarning, stacklevel=2)
+        cost = np.nan_to_num(cost, nan=NAN_COST, posinf=INF_COST, neginf=-INF_COST)
+    return linear_sum_assignment(cost)
 
 
 def focal_class_cost(logits: Tensor, tgt_ids: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
@@ -130,7 +161,7 @@ class HungarianMatcher(nn.Module):
                 indices.append((empty, empty.clone()))
                 continue
             cost = self.cost_matrix(outputs, target, b, generator).cpu().numpy()
-            rows, cols = linear_sum_assignment(cost)
+            rows, cols = assign(cost)
             indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return indices
 

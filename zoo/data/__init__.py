@@ -9,7 +9,17 @@
 - `zoo.data.documents`: rendered text pages with blur, noise, watermarks or seals, written as paired folders.
 - `zoo.data.paired`: reader of paired degraded/clean folders (real data and ours alike).
 - `zoo.data.coco`, `zoo.data.refcoco`: writers and readers of those formats (real data and ours alike).
+- `zoo.data.generation`: class-labelled images for generators (`ClassImageSet`: shapes or textures) and
+  the user's own folders (`ImageFolderSet`); both exported here.
 - `_rng`, `_io`, `_draw`: seeded random streams, reproducible image/JSON writing, drawing primitives.
 
 Submodules are imported on use, so that `import zoo.data` stays cheap.
 """
+
+
+def __getattr__(name: str):  # lazy exports (PEP 562): importing zoo.data stays cheap
+    if name in ("ClassImageSet", "ImageFolderSet"):
+        from zoo.data import generation
+
+        return getattr(generation, name)
+    raise AttributeError(f"module 'zoo.data' has no attribute {name!r}")

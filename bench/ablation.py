@@ -15,7 +15,7 @@ measured side by side (interleaved rounds, one thread) on the trained arms.
 Suites:
 - `vidt`: ViDT micro with DET x PATCH cross-attention at the last stage only (the paper's RAM,
   Sec. 3, and its ablation of where cross-attention runs) against cross-attention at every stage: AP and latency; and ViDT+ micro
-  (EPFF, UQR, IoU-aware and token-labeling losses; ViDT+ paper Sec. 3) against plain ViDT.
+  (EPFF, UQR, IoU-aware and token-labeling losses, the ViDT+ paper's modules) against plain ViDT.
 - `oneformer`: one model trained jointly on the three tasks (the paper's claim, Sec. 3)
   against three single-task models that together get the same number of steps; and the joint
   model without the query-text contrastive loss (Sec. 3.3 and its ablations).

@@ -3,9 +3,10 @@
 - `PositionEmbeddingSine`: the transformer's sinusoids (Vaswani et al. 2017, Sec. 3.5) applied
   independently to y and x, each with `num_pos_feats` channels (output 2 * num_pos_feats).
   Coordinates are the cumulative count of valid (unpadded) pixels, so padding does not shift
-  positions; with `normalize=True` they are scaled to (0, scale], scale = 2*pi. DETR and
-  Mask2Former/OneFormer normalise `y / y_max`; Deformable DETR and ViDT use pixel centres,
-  `(y - 0.5) / y_max`: choose with `offset` (0.0 or -0.5).
+  positions; with `normalize=True` they are scaled to (0, scale], scale = 2*pi. DETR,
+  Mask2Former/OneFormer and ViDT (`masked_sin_pos_encoding` in `methods/swin_w_ram.py`, used by
+  RAM's cross-attention) normalise `y / y_max`: `offset=0.0`, the default; Deformable DETR's
+  `PositionEmbeddingSine` uses pixel centres, `(y - 0.5) / y_max`: `offset=-0.5`.
 - `PositionEmbeddingLearned`: DETR's learned absolute embedding, one table for rows and one
   for columns (at most 50 each), concatenated.
 """

@@ -1,4 +1,4 @@
-"""The UQR mask codec of ViDT+ (arXiv 2204.07962, Sec. 3.2 "Unified Query Representation").
+"""The UQR mask codec of ViDT+ (arXiv 2204.07962, "Unified Query Representation").
 
 A binary instance mask, cropped to its box and resized to `mask_size` x `mask_size` (128), is
 represented by the first `vector_dim` (256) coefficients of its 2-D DCT taken in zig-zag order

@@ -10,7 +10,8 @@ each divided by the number of target boxes in the batch (averaged over processes
 with its own matching for every auxiliary prediction (the backbone's [DET] output and all decoder
 layers but the last), named `loss_ce_0`, `loss_bbox_0`, ... as the official weight dict does.
 
-ViDT+ (arXiv 2204.07962, Sec. 3.2-3.3) adds, as the official criterion:
+ViDT+ (arXiv 2204.07962; cited by module name: UQR, IoU-aware loss, token-labeling loss) adds, as
+the official criterion:
 - `loss_vector` (UQR): L1 between the predicted DCT vector and the zig-zag DCT of the matched GT
   mask cropped to its GT box (128 x 128), *mean*-reduced and scaled by `vector_loss_coef` 3.0
   inside the term (weight-dict weight 1), also on every auxiliary prediction;

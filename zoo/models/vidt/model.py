@@ -10,21 +10,23 @@ code, naver-ai/vidt branch vidt-plus (Apache-2.0): `methods/swin_w_ram.py`,
 `arguments.py`. Parameter names are the official ones, so `convert.py`'s key map only drops the
 official model's never-used parameters and de-duplicates its shared heads.
 
-Data flow (ViDT Sec. 3, Fig. 3; ViDT+ Sec. 4):
+Data flow (ViDT Sec. 3, Fig. 3; ViDT+ by module name, since we could not check its section numbers
+offline: "Efficient Pyramid Feature Fusion" (EPFF), "Unified Query Representation" (UQR), the
+IoU-aware and token-labeling losses):
 - backbone (`SwinRAM`): [PATCH] tokens (Swin) and 1 x Q learnable [DET] tokens go through the four
   Swin stages together. RAM (Sec. 3.1, Fig. 4) splits one shared qkv / proj Linear pair into three
   attentions: PATCH x PATCH (shifted windows + relative position bias), DET x DET (global, every
   stage) and DET x [PATCH, DET] (global, only in `cross_attention_stages`, default the last).
   Outputs the multi-scale [PATCH] maps at 1/8, 1/16, 1/32 and the last stage's extra reduction to
   `hidden_dim` channels at 1/64, the final [DET] tokens and their learnable position embedding.
-- neck (Sec. 3.2): 1x1 projections + GroupNorm of all levels (ViDT) or EPFF (ViDT+ Sec. 4.1), and
+- neck (Sec. 3.2): 1x1 projections + GroupNorm of all levels (ViDT) or ViDT+'s EPFF, and
   a decoder of `dec_layers` layers: DET self-attention, multi-scale deformable cross-attention to
   the [PATCH] levels (Eq. 1), FFN; reference points sigmoid(Linear(query_pos)); iterative box
   refinement (Deformable DETR, Sec. 4.2 / App. A.4).
 - heads: class Linear (sigmoid focal; `num_classes` logits, no no-object logit), 3-layer box MLP,
   one prediction per decoder layer plus one from the backbone's own [DET] tokens (Sec. 3.3,
-  "auxiliary decoding loss"); ViDT+: UQR vector MLP (Sec. 4.2), IoU-aware MLP and token-labeling
-  Linear over the [PATCH] tokens (Sec. 4.3).
+  "auxiliary decoding loss"); ViDT+: UQR vector MLP, IoU-aware MLP and token-labeling
+  Linear over the [PATCH] tokens (ViDT+ IoU-aware and token-labeling losses).
 
 Our choices where the official code is silent or does something we leave out:
 - The backbone is initialised like Swin itself (truncated normal 0.02 for Linear weights), since
@@ -84,15 +86,15 @@ class ViDTConfig:
     cross_attention_stages: tuple[int, ...] = (3,)  # 0-based; (0, 1, 2, 3) = the "every stage" ablation
     aux_loss: bool = True
     box_refine: bool = True
-    # ViDT+ (arXiv 2204.07962 Sec. 4); `plus` is the label, the switches below do the work
+    # ViDT+ (arXiv 2204.07962, modules named as in the paper); `plus` is the label, the switches below do the work
     plus: bool = False
-    epff: bool = False  # efficient pyramid feature fusion (Sec. 4.1)
-    uqr: bool = False  # unified query representation: masks as DCT vectors (Sec. 4.2)
+    epff: bool = False  # ViDT+ "Efficient Pyramid Feature Fusion"
+    uqr: bool = False  # ViDT+ "Unified Query Representation": masks as DCT vectors
     vector_dim: int = 256  # kept zig-zag DCT coefficients (arguments.py n_keep)
     vector_hidden_dim: int = 256  # hidden width of the vector MLP (arguments.py vector_hidden_dim)
     mask_size: int = 128  # side of the mask the DCT encodes (arguments.py gt_mask_len)
-    iou_aware: bool = False  # IoU-aware head (Sec. 4.3)
-    token_label: bool = False  # token-labeling head over [PATCH] tokens (Sec. 4.3)
+    iou_aware: bool = False  # ViDT+ IoU-aware loss head
+    token_label: bool = False  # ViDT+ token-labeling loss head over [PATCH] tokens
     epff_bottleneck: int = 64  # channels inside EPFF's residual conv units (fixed 64 officially)
     # input
     image_size: int = 800  # the pipeline letterboxes every image to this square
@@ -462,7 +464,7 @@ def _swin_init(m: nn.Module) -> None:
 
 
 # ------------------------------------------------------------------------------------------
-# EPFF (ViDT+ Sec. 4.1; methods/vidt/fpn_fusion.py, after DPT's fusion blocks)
+# EPFF (ViDT+ "Efficient Pyramid Feature Fusion"; methods/vidt/fpn_fusion.py, after DPT's fusion blocks)
 # ------------------------------------------------------------------------------------------
 class ResidualConvUnit(nn.Module):
     """x + conv1x1(relu(conv3x3(relu(conv1x1(relu(x)))))) with a `bottleneck`-channel middle."""
@@ -673,7 +675,7 @@ class DeformableTransformer(nn.Module):
 
     def _token_logits(self, memory: Tensor, mask_flatten: Tensor | None, masks: Sequence[Tensor] | None,
                       shapes: list[tuple[int, int]]) -> list[Tensor]:
-        """Token labeling (ViDT+ Sec. 4.3; official gen_encoder_output_proposals + token_embed):
+        """Token labeling (ViDT+ token-labeling loss; official gen_encoder_output_proposals + token_embed):
         zero the tokens that are padding or whose Deformable-DETR proposal (centre over the valid
         extent, side 0.05 * 2^l) leaves (0.01, 0.99), then Linear -> LayerNorm -> class Linear.
         Returns per level (B, H_l, W_l, num_classes) in the neck's level order."""

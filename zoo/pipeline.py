@@ -121,8 +121,10 @@ class Pipeline(abc.ABC):
         return cache[name]
 
     # -- prediction ---------------------------------------------------------------------
-    def predict(self, inputs: Any, **options: Any) -> Any:
-        """One input -> one result; a list of inputs -> a list of results (run as a batch)."""
+    def predict(self, inputs: Any = None, **options: Any) -> Any:
+        """One input -> one result; a list of inputs -> a list of results (run as a batch).
+        An input is what the card's typed inputs say: the value of a one-input model, a dict
+        name -> value for several, None for a generator (`predict(seed=3)`; `[None] * 4` for four)."""
         single = not isinstance(inputs, (list, tuple))
         items = [inputs] if single else list(inputs)
         if not items:

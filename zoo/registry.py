@@ -11,11 +11,14 @@ import copy
 import dataclasses
 import difflib
 import importlib
+import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -27,40 +30,244 @@ log = logging.getLogger(__name__)
 FAMILY_MODULES: tuple[str, ...] = ("zoo.models.efficientad", "zoo.models.docdiff", "zoo.models.vidt", "zoo.models.oneformer")
 
 
+OPTION_KINDS = ("int", "float", "bool", "str", "label")
+INPUT_KINDS = ("image", "mask", "text", "boxes", "polygons")
+IMAGE_KINDS = ("image", "mask")
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def parse_bool(value: Any, where: str) -> bool:
+    """true/false/1/0/yes/no/on/off (any case), a bool, or the integers 0 and 1; nothing else."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower() if isinstance(value, (str, int, float)) else None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{where} expects a boolean (true/false, 1/0, yes/no, on/off), got {value!r}")
+
+
+def _parse_int(value: Any, field: str) -> int:
+    """An int, an integral float (3.0) or a decimal string ("3"); bools and fractions refused."""
+    if isinstance(value, bool):
+        raise ValueError(f"{field} expects int, got {value!r}")
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise ValueError(f"{field} expects int, got {value!r}")
+        return int(value)
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{field} expects int, got {value!r}") from None
+
+
+def _parse_float(value: Any, field: str) -> float:
+    """A finite number (NaN and infinities refused: they slip past every range check)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{field} expects float, got {value!r}")
+    try:
+        parsed = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field} expects float, got {value!r}") from None
+    if not math.isfinite(parsed):
+        raise ValueError(f"{field} expects a finite float, got {value!r}")
+    return parsed
+
+
+def _check_range(parsed: Any, minimum: float | None, maximum: float | None, field: str, what: str = "") -> None:
+    if minimum is not None and parsed < minimum:
+        raise ValueError(f"{field} must be {what}>= {minimum}, got {parsed}")
+    if maximum is not None and parsed > maximum:
+        raise ValueError(f"{field} must be {what}<= {maximum}, got {parsed}")
+
+
 @dataclass
 class OptionSpec:
-    """A `predict` option a user can set (CLI `--opt`, REST form field, demo widget)."""
+    """A scalar `predict` option a user can set (CLI `--opt`, REST field or JSON key, v2
+    input or parameter, demo widget).
+
+    kind: "int" | "float" | "bool" | "str" | "label". A "label" is a class: `choices` holds
+    the class names, and a name or an index is accepted; it parses to the int index.
+    Parsing is strict: NaN/inf floats, fractional ints and non-boolean words for bools are
+    refused with a ValueError that names the option. None means "unset": the default."""
 
     name: str
-    kind: str  # "float" | "int" | "bool" | "str"
+    kind: str
     default: Any
     help: str = ""
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] | None = None
 
+    def __post_init__(self) -> None:
+        if self.kind not in OPTION_KINDS:
+            raise ValueError(f"option {self.name!r}: kind must be one of {', '.join(OPTION_KINDS)}, got {self.kind!r}")
+        if self.kind == "label" and not self.choices:
+            raise ValueError(f"option {self.name!r}: a label option needs its class names as choices")
+        if self.choices is not None:
+            self.choices = tuple(self.choices)
+
+    @property
+    def where(self) -> str:
+        return f"option {self.name!r}"
+
     def parse(self, value: Any) -> Any:
         """Coerce a user value (often a string) to this option's kind, checking its range."""
-        if value is None and self.default is None:
-            return None  # an optional option left unset
-        try:
-            if self.kind == "bool":
-                parsed: Any = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
-            elif self.kind == "int":
-                parsed = int(value)
-            elif self.kind == "float":
-                parsed = float(value)
-            else:
-                parsed = str(value)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"option {self.name!r} expects {self.kind}, got {value!r}") from err
-        if self.minimum is not None and parsed < self.minimum:
-            raise ValueError(f"option {self.name!r} must be >= {self.minimum}, got {parsed}")
-        if self.maximum is not None and parsed > self.maximum:
-            raise ValueError(f"option {self.name!r} must be <= {self.maximum}, got {parsed}")
+        if isinstance(value, np.generic):  # numpy scalars (v2 tensors) as plain Python values
+            value = value.item()
+        if value is None:  # unset: the default (a label's default may be a class name)
+            return self._parse_label(self.default) if self.kind == "label" and self.default is not None else self.default
+        where = self.where
+        if self.kind == "bool":
+            return parse_bool(value, where)
+        if self.kind == "label":
+            return self._parse_label(value)
+        if self.kind == "int":
+            parsed: Any = _parse_int(value, where)
+        elif self.kind == "float":
+            parsed = _parse_float(value, where)
+        else:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError(f"{where} expects a string, got {value!r}")
+            parsed = str(value)
+        _check_range(parsed, self.minimum, self.maximum, where)
         if self.choices is not None and parsed not in self.choices:
-            raise ValueError(f"option {self.name!r} must be one of {list(self.choices)}, got {parsed!r}")
+            raise ValueError(f"{where} must be one of {list(self.choices)}, got {parsed!r}")
         return parsed
+
+    def _parse_label(self, value: Any) -> int:
+        assert self.choices is not None
+        if isinstance(value, str) and value.strip() in self.choices:
+            return self.choices.index(value.strip())
+        try:
+            index = _parse_int(value, self.where)
+        except ValueError:
+            raise ValueError(f"{self.where} expects a class name ({', '.join(self.choices)}) or an index 0..{len(self.choices) - 1}, got {value!r}") from None
+        if not 0 <= index < len(self.choices):
+            raise ValueError(f"{self.where} must be a class index 0..{len(self.choices) - 1} or a name, got {index}")
+        return index
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "default": self.default, "help": self.help,
+                "minimum": self.minimum, "maximum": self.maximum, "choices": list(self.choices) if self.choices is not None else None}
+
+
+@dataclass
+class InputSpec:
+    """A data input a `predict` call takes (CLI positional or `--input`, REST field or JSON
+    key, v2 input tensor, demo widget).
+
+    kind: "image" | "mask" (an image, decoded under the caller's limits) | "text" |
+    "boxes" (JSON [[x0, y0, x1, y1], ...] in pixels, parsed to float32 (N, 4)) | "polygons"
+    (JSON [[[x, y], ...], ...], parsed to a list of float32 (K, 2) arrays, K >= 3).
+    minimum/maximum bound a text's length in characters, or the number of boxes/polygons;
+    `choices` lists the texts allowed. A missing input takes `default` when it is not
+    `required`; a required one missing is an error that names it."""
+
+    name: str
+    kind: str
+    default: Any = None
+    help: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in INPUT_KINDS:
+            raise ValueError(f"input {self.name!r}: kind must be one of {', '.join(INPUT_KINDS)}, got {self.kind!r}")
+        if self.choices is not None:
+            self.choices = tuple(self.choices)
+
+    @property
+    def where(self) -> str:
+        return f"input {self.name!r}"
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind in IMAGE_KINDS
+
+    def parse(self, value: Any) -> Any:
+        """A user value -> what the pipeline takes. Images pass through (each surface decodes
+        them under its own limits); text, boxes and polygons are checked here."""
+        if value is None:
+            if self.required:
+                raise ValueError(f"{self.where} ({self.kind}) is required")
+            return self.default
+        if self.is_image:
+            return value
+        if self.kind == "text":
+            if isinstance(value, bytes):
+                try:
+                    value = value.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ValueError(f"{self.where} expects UTF-8 text") from None
+            if not isinstance(value, str):
+                raise ValueError(f"{self.where} expects text, got {type(value).__name__}")
+            _check_range(len(value), self.minimum, self.maximum, self.where, "a text of length ")
+            if self.choices is not None and value not in self.choices:
+                raise ValueError(f"{self.where} must be one of {list(self.choices)}, got {value!r}")
+            return value
+        items = _json_value(value, self.where)
+        if self.kind == "boxes":
+            parsed: Any = _points(items, self.where, "boxes [[x0, y0, x1, y1], ...]", (-1, 4))
+            if len(parsed) and ((parsed[:, 2] < parsed[:, 0]) | (parsed[:, 3] < parsed[:, 1])).any():
+                raise ValueError(f"{self.where}: each box must have x1 >= x0 and y1 >= y0")
+            count = len(parsed)
+        else:
+            if not isinstance(items, (list, tuple)):
+                raise ValueError(f"{self.where} expects polygons [[[x, y], ...], ...], got {type(items).__name__}")
+            parsed = [_points(p, self.where, "polygons [[[x, y], ...], ...]", (-1, 2)) for p in items]
+            if any(len(p) < 3 for p in parsed):
+                raise ValueError(f"{self.where}: each polygon needs at least 3 points")
+            count = len(parsed)
+        _check_range(count, self.minimum, self.maximum, self.where, "a number of items ")
+        return parsed
+
+    def to_json(self) -> dict[str, Any]:
+        default = self.default
+        if isinstance(default, np.ndarray):
+            default = default.tolist()
+        return {"name": self.name, "kind": self.kind, "default": default, "help": self.help, "minimum": self.minimum,
+                "maximum": self.maximum, "choices": list(self.choices) if self.choices is not None else None, "required": self.required}
+
+
+def _json_value(value: Any, field: str) -> Any:
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            raise ValueError(f"{field} is not valid JSON: {value[:60]!r}") from None
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _points(value: Any, field: str, what: str, shape: tuple[int, int]) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{field} expects {what}") from None
+    if array.size == 0:
+        array = array.reshape(0, shape[1])
+    if array.ndim != 2 or array.shape[1] != shape[1]:
+        raise ValueError(f"{field} expects {what}, got an array of shape {list(array.shape)}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{field}: coordinates must be finite numbers")
+    return array.astype(np.float32)
+
+
+DEFAULT_INPUTS: tuple[InputSpec, ...] = (InputSpec("image", "image", help="the input image"),)
+# Request fields the surfaces use themselves (REST overlay/format): no input or option may take them.
+RESERVED_FIELDS = ("overlay", "format")
 
 
 @dataclass
@@ -107,7 +314,7 @@ class ModelCard:
     summary: str
     variants: dict[str, VariantSpec]
     result_type: str
-    inputs: tuple[str, ...] = ("image",)
+    inputs: tuple[InputSpec, ...] = DEFAULT_INPUTS  # () for a generator
     options: tuple[OptionSpec, ...] = ()
     graphs: tuple[str, ...] = ()
     train_stages: dict[str, TrainStage] = field(default_factory=dict)
@@ -118,19 +325,70 @@ class ModelCard:
     family_module: str = ""  # python module of the family (set at registration)
     converter: Callable[[dict, Any], dict] | None = None  # (foreign state dict, config) -> our state dict
 
+    def __post_init__(self) -> None:
+        self.inputs = tuple(self.inputs)
+        self.options = tuple(self.options)
+        for spec in self.inputs:
+            if not isinstance(spec, InputSpec):
+                raise TypeError(f"model {self.name!r}: inputs must be InputSpec(name, kind, ...), got {spec!r}")
+        names = [spec.name for spec in (*self.inputs, *self.options)]
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(RESERVED_FIELDS)))
+        if clash:
+            raise ValueError(f"model {self.name!r}: field name(s) {clash} used twice or reserved ({', '.join(RESERVED_FIELDS)})")
+
+    @property
+    def is_generator(self) -> bool:
+        """No data inputs: `predict(None, **options)` makes something from options alone."""
+        return not self.inputs
+
+    @property
+    def image_inputs(self) -> tuple[InputSpec, ...]:
+        return tuple(spec for spec in self.inputs if spec.is_image)
+
+    def input(self, name: str) -> InputSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        known = ", ".join(f"{i.name} ({i.kind})" for i in self.inputs) or "none"
+        raise ValueError(f"model {self.name!r} has no input {name!r}; inputs: {known}")
+
     def option(self, name: str) -> OptionSpec:
         for spec in self.options:
             if spec.name == name:
                 return spec
         known = ", ".join(o.name for o in self.options) or "none"
-        raise ValueError(f"model {self.name!r} has no option {name!r}; options: {known}")
+        inputs = ", ".join(i.name for i in self.inputs) or "none"
+        raise ValueError(f"model {self.name!r} has no option {name!r}; options: {known}; inputs: {inputs}")
+
+    def field_spec(self, name: str) -> InputSpec | OptionSpec:
+        """An input or an option by name (an error naming both lists otherwise)."""
+        for spec in (*self.inputs, *self.options):
+            if spec.name == name:
+                return spec
+        return self.option(name)  # raises, naming the options and inputs
 
     def parse_options(self, raw: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, every value checked; unknown names are an error."""
-        parsed = {spec.name: spec.default for spec in self.options}
+        parsed = {spec.name: spec.parse(None) for spec in self.options}
         for key, value in raw.items():
             parsed[key] = self.option(key).parse(value)
         return parsed
+
+    def parse_inputs(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Every input's value checked (images pass through undecoded); a missing required
+        input or an unknown name is a ValueError naming it."""
+        for key in raw:
+            self.input(key)
+        return {spec.name: spec.parse(raw.get(spec.name)) for spec in self.inputs}
+
+    def pipeline_input(self, values: dict[str, Any]) -> Any:
+        """What `predict` takes for one item: None for a generator, the value itself for a
+        one-input model, a dict name -> value for several."""
+        if not self.inputs:
+            return None
+        if len(self.inputs) == 1:
+            return values[self.inputs[0].name]
+        return {spec.name: values[spec.name] for spec in self.inputs}
 
     @property
     def weights_dir(self) -> Path:
@@ -153,8 +411,8 @@ class ModelCard:
             "license": self.license,
             "summary": self.summary,
             "result_type": self.result_type,
-            "inputs": list(self.inputs),
-            "options": [dataclasses.asdict(o) for o in self.options],
+            "inputs": [i.to_json() for i in self.inputs],
+            "options": [o.to_json() for o in self.options],
             "graphs": list(self.graphs),
             "train_stages": {k: s.description for k, s in self.train_stages.items()},
             "metrics": [dataclasses.asdict(m) for m in self.metrics],

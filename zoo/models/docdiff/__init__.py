@@ -27,7 +27,7 @@ What we chose where the paper leaves room:
 
 from pathlib import Path
 
-from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
 
 from .convert import convert_state_dict, load_official, merge_official
 from .model import DocDiff, DocDiffConfig, preset_config, sample, sampling_timesteps
@@ -89,7 +89,7 @@ CARD = ModelCard(
            for task, text in _TASK_TEXT.items()},
     },
     result_type="ImageResult",
-    inputs=("image",),
+    inputs=(InputSpec("image", "image", help="a document page (a photo or a scan)"),),
     options=(
         OptionSpec("steps", "int", 0, "sampling steps (0: the variant's default, all T=100 for paper variants, 4 for the micro variants)", minimum=0, maximum=100),
         OptionSpec("tile", "bool", True, "run overlapping 128x128 tiles (the training size) and blend them; off: the whole page at once"),

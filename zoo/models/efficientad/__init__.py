@@ -16,7 +16,7 @@ What we chose where the paper is open:
 
 from pathlib import Path
 
-from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
 
 from .convert import convert_state_dict
 from .model import EfficientAD, EfficientADConfig, preset_config
@@ -55,7 +55,7 @@ CARD = ModelCard(
         ),
     },
     result_type="AnomalyResult",
-    inputs=("image",),
+    inputs=(InputSpec("image", "image", help="the image to inspect (an object or texture of the trained category)"),),
     options=(OptionSpec("threshold", "float", None, "mark pixels with map >= threshold (and the image if score >= threshold)", minimum=0.0),),
     graphs=("efficientad",),
     train_stages={

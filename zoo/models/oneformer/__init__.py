@@ -30,7 +30,7 @@ What we chose where the paper and code leave room:
 
 from pathlib import Path
 
-from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
 
 from .convert import convert_state_dict, load_transformers
 from .loss import OneFormerCriterion, contrastive_loss
@@ -71,7 +71,7 @@ CARD = ModelCard(
                                   paper_params={"total": 237_385_880, "backbone": 196_233_024, "text_mapper": 17_542_913}),
     },
     result_type="Segmentation",
-    inputs=("image",),
+    inputs=(InputSpec("image", "image", help="the image to segment"),),
     options=(
         OptionSpec("task", "str", "panoptic", "which segmentation the task token asks for", choices=TASKS),
         OptionSpec("object_mask_threshold", "float", 0.8, "keep queries whose class probability exceeds this "

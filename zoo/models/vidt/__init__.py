@@ -38,7 +38,7 @@ What we chose where the papers and code leave room:
 import dataclasses
 from pathlib import Path
 
-from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
 
 from . import dct
 from .convert import convert_state_dict, load_official
@@ -104,7 +104,7 @@ CARD = ModelCard(
             "and an encoder-free deformable decoder: a fully transformer-based detector with NMS-free set prediction.",
     variants=_variants(plus=False),
     result_type="Detections",
-    inputs=("image",),
+    inputs=(InputSpec("image", "image", help="the image to detect objects in"),),
     options=_OPTIONS,
     graphs=("detect",),
     train_stages={"detect": TrainStage(build_task, ViDTTrainConfig, _TRAIN_NOTE, variant_defaults={"micro": dict(_MICRO_TRAIN)})},

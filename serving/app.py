@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import oip, rest
 from serving.batching import BatchingConfig
-from serving.errors import ServingError
+from serving.errors import RequestIdMiddleware, ServingError, internal_error, request_id_of
 from serving.limits import ApiKeyMiddleware, BodyLimitMiddleware, Limits, api_key_openapi, check_bind, resolve_api_key
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.model_manager import ModelManager
@@ -129,6 +129,7 @@ def create_app(
         # the demo has its own login page (Gradio auth, user "zoo", password = the key)
         app.add_middleware(ApiKeyMiddleware, api_key=api_key, exempt_prefixes=(DEMO_PATH,) if demo is not None else ())
         _declare_api_key(app)
+    app.add_middleware(RequestIdMiddleware, logger=log)  # outermost: refusals by the limits above carry an id too
     return app
 
 
@@ -155,6 +156,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, err: ServingError) -> JSONResponse:
+        if err.status == 500:  # a graph or pipeline raised: its message stays in the log
+            body, headers = internal_error(request_id_of(request.scope), log, f"{request.method} {request.url.path} failed", err.__cause__ or err)
+            return JSONResponse(body, status_code=500, headers={**err.headers, **headers})
         return JSONResponse({"error": err.message}, status_code=err.status, headers=err.headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -168,8 +172,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse({"error": f"internal error: {type(err).__name__}: {err}"}, status_code=500)
+        # RequestIdMiddleware answers first; this last resort runs outside every middleware.
+        body, headers = internal_error(request_id_of(request.scope), log, f"unhandled error on {request.method} {request.url.path}", err)
+        return JSONResponse(body, status_code=500, headers=headers)
 
 
 @dataclass

@@ -4,7 +4,8 @@
     app = create_app(["efficientad"], backend="onnxruntime", export_dir="exports")
 
 Routes: the Open Inference Protocol v2 under /v2 (`serving.oip`), a REST predict route per
-model under /models (`serving.rest`), Prometheus /metrics, OpenAPI docs at /docs, and,
+model under /models (`serving.rest`), Prometheus /metrics, OpenAPI docs at /docs (Swagger UI)
+and /redoc, both from local assets (`serving.docs`), and,
 when a demo is given, the Gradio app at /demo. Models load in the background after
 start-up (the liveness probe answers at once, readiness once loading is done); each model
 loads on its own, so one failing is reported on its ready endpoint while the others serve.
@@ -30,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import oip, rest
 from serving.batching import BatchingConfig
+from serving.docs import install_docs
 from serving.errors import RequestIdMiddleware, ServingError, internal_error, request_id_of
 from serving.limits import ApiKeyMiddleware, BodyLimitMiddleware, Limits, api_key_openapi, check_bind, resolve_api_key
 from serving.metrics import CONTENT_TYPE, ServingMetrics
@@ -93,9 +95,10 @@ def create_app(
             "Metrics at /metrics (Prometheus), the Gradio demo at /demo."
         ),
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # install_docs serves /docs and /redoc from local assets (FastAPI's load a CDN)
         redoc_url=None,
     )
+    install_docs(app)
     app.state.manager = manager
     app.state.limits = limits
     app.state.metrics = metrics
@@ -115,6 +118,7 @@ def create_app(
             "api": "/v2",
             "rest": "/models/{name}/predict",
             "docs": "/docs",
+            "redoc": "/redoc",
             "metrics": "/metrics",
             "demo": DEMO_PATH + "/" if demo is not None else None,
             "ready": manager.ready,

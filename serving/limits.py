@@ -174,8 +174,9 @@ def check_bind(host: str, api_key: str | None) -> None:
 
 
 # Paths any caller may reach: liveness/readiness probes (orchestrators send no keys) and the
-# docs page itself (it asks for the key through its Authorize button).
-PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+# docs pages with their assets (Swagger UI asks for the key through its Authorize button).
+PUBLIC_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PREFIXES = ("/docs/assets/",)
 
 
 class ApiKeyMiddleware:
@@ -186,7 +187,7 @@ class ApiKeyMiddleware:
 
     def _allowed(self, scope: dict) -> bool:
         path = scope.get("path", "")
-        if path in PUBLIC_PATHS or any(path == p or path.startswith(p + "/") for p in self.exempt_prefixes):
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES) or any(path == p or path.startswith(p + "/") for p in self.exempt_prefixes):
             return True
         supplied = _header(scope, b"x-api-key")
         if supplied is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -61,7 +62,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: i
         raise ImageDecodeError(f"image is {len(data)} bytes, over the {max_bytes}-byte limit", too_large=True)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our limit, checked just below, governs: Pillow's warning band (above its
+            # MAX_IMAGE_PIXELS) must neither refuse what ours allows nor be quoted for ours.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))  # reads the header only
             width, height = image.size
             frames = getattr(image, "n_frames", 1)
@@ -74,8 +77,17 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: i
             image.load()
     except ImageDecodeError:
         raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
-        raise ImageDecodeError(f"image rejected as a decompression bomb: {err}", too_large=True) from err
+    except Image.DecompressionBombError as err:
+        # Pillow refuses past twice its MAX_IMAGE_PIXELS inside Image.open, before we see the size.
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = int(found.group(1)) if found else None
+        if pixels is None or pixels > max_pixels:
+            size = f"{pixels} pixels" if pixels is not None else "too many pixels"
+            raise ImageDecodeError(f"image is {size}, over the {max_pixels}-pixel limit", too_large=True) from err
+        raise ImageDecodeError(
+            f"image is {pixels} pixels: within the {max_pixels}-pixel limit but over Pillow's decompression-bomb "
+            f"limit of {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels (raise PIL.Image.MAX_IMAGE_PIXELS to read it)", too_large=True,
+        ) from err
     except UnidentifiedImageError as err:
         raise ImageDecodeError("not an image: the bytes match no known image format") from err
     except (OSError, SyntaxError, ValueError) as err:

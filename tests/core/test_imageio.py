@@ -54,6 +54,19 @@ def test_pixel_limit_checked_before_decoding():
     assert info.value.too_large
 
 
+def test_pixel_limit_quoted_is_ours_not_pillows():
+    from PIL import Image
+
+    # 60000 x 60000 is past Pillow's bomb limit (Image.open refuses it before we see the size)
+    with pytest.raises(ImageDecodeError, match=r"image is 3600000000 pixels, over the 40000000-pixel limit") as info:
+        decode_image(_png_claiming(60_000, 60_000), max_pixels=40_000_000)
+    assert info.value.too_large and str(2 * Image.MAX_IMAGE_PIXELS) not in str(info.value)
+    # in Pillow's warning band (above its MAX_IMAGE_PIXELS, below twice that): our limit, not Pillow's warning
+    side = int((Image.MAX_IMAGE_PIXELS * 1.5) ** 0.5)
+    with pytest.raises(ImageDecodeError, match=f"{side}x{side} = {side * side} pixels, over the 1000-pixel limit"):
+        decode_image(_png_claiming(side, side), max_pixels=1000)
+
+
 def test_byte_limit():
     with pytest.raises(ImageDecodeError, match="byte limit"):
         decode_image(b"x" * 100, max_bytes=10)

@@ -69,3 +69,28 @@ def test_every_response_carries_a_request_id(app):
         odd = "bad id <script>"
         assert h.get("/v2/health/live", headers={"X-Request-Id": odd}).headers["x-request-id"] not in (odd, "")
         assert h.get("/v2/health/live", headers={"X-Request-Id": "x" * 65}).headers["x-request-id"] != "x" * 65
+
+
+def test_huge_png_header_quotes_our_pixel_limit(app):
+    from PIL import Image
+
+    from serving.limits import Limits as Defaults
+
+    png = _png_claiming(60_000, 60_000)
+    with live(app) as server, http(server.url) as h:
+        answer = h.post(f"/models/{FAKE}/predict", content=png)
+    assert answer.status_code == 413
+    message = answer.json()["error"]
+    assert f"over the {Defaults().max_image_pixels}-pixel limit" in message and str(2 * Image.MAX_IMAGE_PIXELS) not in message
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (one tiny compressed row follows)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")

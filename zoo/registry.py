@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Families imported on first use of the registry. A new family adds its module here.
-FAMILY_MODULES: tuple[str, ...] = ("zoo.models.efficientad", "zoo.models.docdiff", "zoo.models.vidt", "zoo.models.oneformer")
+FAMILY_MODULES: tuple[str, ...] = ("zoo.models.efficientad", "zoo.models.docdiff", "zoo.models.vidt", "zoo.models.oneformer", "zoo.models.autoencoder")
 
 
 OPTION_KINDS = ("int", "float", "bool", "str", "label")

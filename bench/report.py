@@ -1,17 +1,20 @@
-"""The README's performance table, generated from bench/results/*.json.
+"""The performance table of docs/benchmarks.md, generated from bench/results/*.json.
 
 Every row names the suite, the date and the device that produced its figure. For each suite
 and device the newest full run (not `--quick`) is used. On CPU only ratios are shown (our CPUs
 are shared and noisy); absolute times and throughputs appear for GPU runs.
 
-    zoo bench report                      # writes bench/results/TABLE.md, updates README.md
-    python -m bench.report --readme README.md
+    zoo bench report                      # writes bench/results/TABLE.md, updates docs/benchmarks.md
+    python -m bench.report --readme docs/benchmarks.md
 
 Suites without a row maker here (a family's quality benchmark, say) appear when their document
 carries `"table_rows": [[model, measure, value, goal], ...]`.
 
-The README holds the table between the markers `<!-- bench-table:start -->` and
-`<!-- bench-table:end -->`; `update_readme` replaces what lies between them.
+docs/benchmarks.md (`README` below; the table lived in the README before the docs site) holds the
+table between the markers `<!-- bench-table:start -->` and `<!-- bench-table:end -->`;
+`update_readme` replaces what lies between them. There, results files are named as code
+(`bench/results/NAME.json`), not linked: they lie outside the site, whose strict build fails on
+links it cannot follow.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from bench.common import RESULTS_DIR, device_tag, log, new_document, machine_inf
 
 START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"  # the page holding the table
 SUITE_ORDER = ("reference", "latency", "serving", "flops", "gpu", "gpu-models")
 HEADER = "| Model | Measure | Value | Goal | Source |\n|---|---|---|---|---|"
 
@@ -175,14 +178,14 @@ def render_table(results_dir: str | Path = RESULTS_DIR) -> str:
 
 
 def write_table(results_dir: str | Path = RESULTS_DIR, path: str | Path | None = None) -> Path:
-    """Write TABLE.md (the README's table, links relative to the results folder)."""
+    """Write TABLE.md (the benchmarks page's table, links relative to the results folder)."""
     path = Path(path) if path else Path(results_dir) / "TABLE.md"
     path.write_text(render_table(results_dir))
     return path
 
 
 def update_readme(readme: str | Path = README, results_dir: str | Path = RESULTS_DIR) -> bool:
-    """Replace the README's table between the markers; False (and nothing written) without them."""
+    """Replace the table between the page's markers (docs/benchmarks.md by default); False (and nothing written) without them."""
     readme = Path(readme)
     if not readme.is_file():
         return False
@@ -191,21 +194,20 @@ def update_readme(readme: str | Path = README, results_dir: str | Path = RESULTS
         return False
     table = render_table(results_dir)
     rel = Path(results_dir).resolve()
-    try:
-        prefix = rel.relative_to(readme.resolve().parent).as_posix() + "/"
-    except ValueError:
-        prefix = rel.as_posix() + "/"
-    table = re.sub(r"\]\(([^)/]+\.json)\)", lambda m: f"]({prefix}{m.group(1)})", table)
+    # the results folder as the repository names it, else as seen from the page's folder
+    base = next((b for b in (README.parents[1], readme.resolve().parent) if rel.is_relative_to(b)), None)
+    prefix = (rel.relative_to(base) if base else rel).as_posix() + "/"
+    table = re.sub(r"\[json\]\(([^)/]+\.json)\)", lambda m: f"`{prefix}{m.group(1)}`", table)
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
     readme.write_text(pattern.sub(lambda _: f"{START}\n{table}{END}", text, count=1))
     return True
 
 
 def run(out_dir: str | Path | None = None, readme: str | Path | None = README, command: str | None = None, **_: Any) -> dict[str, Any]:
-    """`zoo bench report`: TABLE.md from the results folder (or `out_dir`), README if it has the markers."""
+    """`zoo bench report`: TABLE.md from the results folder (or `out_dir`), docs/benchmarks.md if it has the markers."""
     results_dir = Path(out_dir) if out_dir is not None else RESULTS_DIR
     path = write_table(results_dir)
-    # The README shows the project's own results only: a table from another folder (a test's,
+    # The benchmarks page shows the project's own results only: a table from another folder (a test's,
     # a scratch run's) never lands in it.
     official = results_dir.resolve() == RESULTS_DIR.resolve()
     updated = update_readme(readme, results_dir) if readme and official else False

@@ -1,4 +1,4 @@
-"""bench.report: the README's performance table from results files; `zoo bench report`."""
+"""bench.report: the performance table of docs/benchmarks.md from results files; `zoo bench report`."""
 
 import json
 from pathlib import Path
@@ -76,7 +76,8 @@ def test_update_readme_replaces_only_between_markers(tmp_path):
     assert report.update_readme(readme, results)
     text = readme.read_text()
     assert "old table" not in text and text.startswith("# zoo\nintro\n") and text.endswith(f"{report.END}\nafter\n")
-    assert "(bench/results/latency-cpu-2026-01-02.json)" in text  # links relative to the README
+    assert "(`bench/results/latency-cpu-2026-01-02.json`)" in text  # named from the page's folder, as code
+    assert "](" not in text  # no link: the strict docs build fails on links outside the site
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
     assert not report.update_readme(plain, results) and plain.read_text() == "no markers\n"
@@ -89,8 +90,21 @@ def test_cli_bench_report_json(tmp_path):
     document = json.loads(result.stdout)
     assert document["suite"] == "report" and "×2.0" in document["table"]
     assert (tmp_path / "TABLE.md").read_text() == document["table"]
-    assert document["readme_updated"] is False  # a scratch folder's table never reaches the README
-    assert str(tmp_path) not in (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert document["readme_updated"] is False  # a scratch folder's table never reaches the benchmarks page
+    assert report.README == Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+    assert str(tmp_path) not in report.README.read_text()
+
+
+def test_project_page_names_results_from_the_repository_root(tmp_path):
+    """The real page: results under bench/results/ are named `bench/results/NAME.json` (repository root)."""
+    from bench.common import RESULTS_DIR
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text(f"{report.START}\n{report.END}\n")
+    assert report.update_readme(page, RESULTS_DIR)
+    text = page.read_text()
+    names = sorted(p.name for p in RESULTS_DIR.glob("*.json"))
+    assert "](" not in text and any(f"`bench/results/{n}`" in text for n in names)
 
 
 def test_cli_bench_unknown_suite():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -10,6 +11,8 @@ import torch
 from torch import nn
 
 os.environ.setdefault("ZOO_LOG_LEVEL", "WARNING")
+# tests/typed_toys.py (shared test doubles) importable from every test folder (--import-mode=importlib adds no paths)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # One intra-op thread: the micro models' tiny convolutions run many times faster on one
 # thread than on two contended ones, and results do not depend on the thread count.
 torch.set_num_threads(1)
@@ -67,3 +70,15 @@ def toy_model(tmp_path, monkeypatch):
         yield card
     finally:
         registry._REGISTRY.pop("toy-anomaly", None)
+
+
+@pytest.fixture(scope="module")
+def typed_toys():
+    """toy-generator and toy-editor (tests/typed_toys.py), registered for one test module."""
+    from typed_toys import register_typed_toys, unregister_typed_toys
+
+    register_typed_toys()
+    try:
+        yield
+    finally:
+        unregister_typed_toys()

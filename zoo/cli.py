@@ -188,7 +188,10 @@ def torch_seed(seed: int) -> None:
 @app.command("predict")
 def predict_command(
     name: str = typer.Argument(..., help="Model name."),
-    inputs: list[str] = typer.Argument(..., help="Image paths (or skimage:NAME for a bundled example image)."),
+    inputs: Optional[list[str]] = typer.Argument(None, help="Images for the model's image input, one result each (paths, or skimage:NAME); none for a generator."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Text for the model's text input (see `zoo info NAME`)."),
+    named: Optional[list[str]] = typer.Option(None, "--input", help="Any input by name, name=value: an image path, text, or JSON for boxes/polygons (repeatable)."),
+    count: int = typer.Option(1, "--count", help="How many results a model without image inputs makes (a generator: seeds S, S+1, ...)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime (needs --export-dir)."),
@@ -196,9 +199,9 @@ def predict_command(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     opts: Optional[list[str]] = typer.Option(None, "--opt", help="Model option key=value (see `zoo info NAME`)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the drawn result here (PNG); several inputs get -0, -1, ... suffixes."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the drawn result here (PNG); several results get -0, -1, ... suffixes."),
 ) -> None:
-    """Run a model on images and print (or draw) the results."""
+    """Run a model on its typed inputs (images, --prompt, --input name=value) and print (or draw) the results."""
     from zoo.imageio import ImageDecodeError, load_image
     from zoo.registry import create_model
     from zoo.weights import WeightsError
@@ -206,11 +209,8 @@ def predict_command(
     card = _card_or_fail(name)
     try:
         options = card.parse_options(_parse_pairs(opts, "--opt"))
-    except ValueError as err:
-        _fail(str(err))
-    try:
-        images = [load_image(item) for item in inputs]
-    except ImageDecodeError as err:
+        items, labels, drawn_on = _predict_items(card, list(inputs or []), prompt, _parse_pairs(named, "--input"), count)
+    except (ValueError, ImageDecodeError) as err:  # ImageDecodeError is a ValueError; named for the reader
         _fail(str(err))
     backend_options: dict[str, Any] = {}
     if export_dir is not None:
@@ -219,19 +219,101 @@ def predict_command(
         pipeline = create_model(name, variant, weights=weights, backend=backend, device=device, **backend_options)
     except (WeightsError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    results = pipeline.predict(images, **options)
-    documents = [{"input": item, **result.to_json()} for item, result in zip(inputs, results)]
+    try:
+        results = pipeline.predict(items, **options)
+    except ValueError as err:
+        _fail(f"{name}: {err}")
+    documents = [{"input": label, **result.to_json()} for label, result in zip(labels, results)]
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        for index, (image, result) in enumerate(zip(images, results)):
+        for index, (image, result) in enumerate(zip(drawn_on, results)):
             target = out if len(results) == 1 else out.with_name(f"{out.stem}-{index}{out.suffix or '.png'}")
             result.draw(image).save(target)
     if as_json:
         _emit_json({"model": name, "variant": pipeline.variant, "backend": pipeline.backend, "results": documents})
         return
-    for document in documents:
-        summary = {k: v for k, v in document.items() if k not in ("input", "type")}
-        typer.echo(f"{document['input']}: " + ", ".join(f"{k}={_short(v)}" for k, v in summary.items()))
+    for index, document in enumerate(documents):
+        label = document["input"] if document["input"] is not None else f"result {index}"
+        typer.echo(f"{label}: {document.get('type', type(results[index]).__name__)}")
+        for line in summary_lines({k: v for k, v in document.items() if k not in ("input", "type")}):
+            typer.echo("  " + line)
+    if out is not None:
+        typer.echo(f"drawn: {out}" if len(results) == 1 else f"drawn: {out.stem}-0..{len(results) - 1}{out.suffix or '.png'} beside {out}")
+
+
+def _predict_items(card: Any, positional: list[str], prompt: str | None, named: dict[str, str], count: int) -> tuple[list[Any], list[str | None], list[Any]]:
+    """The card's typed inputs from the command line: (predict items, a label per item, the
+    image each result is drawn over). Positional INPUTs feed the first image input, one item
+    each; --prompt the first text input; --input any input by name (shared by every item)."""
+    from zoo.imageio import load_image
+
+    images, texts = card.image_inputs, [spec for spec in card.inputs if spec.kind == "text"]
+    if positional and not images:
+        kinds = ", ".join(f"{i.name} ({i.kind})" for i in card.inputs) or "none (a generator: set --opt seed=... and --count)"
+        raise ValueError(f"model {card.name!r} takes no image INPUT arguments; its inputs: {kinds}")
+    if prompt is not None:
+        if not texts:
+            raise ValueError(f"model {card.name!r} has no text input for --prompt; inputs: {', '.join(i.name for i in card.inputs) or 'none'}")
+        if texts[0].name in named:
+            raise ValueError(f"input {texts[0].name!r} given twice (--prompt and --input)")
+        named = {**named, texts[0].name: prompt}
+    if positional and images[0].name in named:
+        raise ValueError(f"input {images[0].name!r} given twice (INPUT arguments and --input)")
+    if count < 1 or (positional and count != 1):
+        raise ValueError("--count must be >= 1, and is for models without image INPUT arguments (each INPUT makes one result)")
+    shared = {}
+    for key, value in named.items():
+        shared[key] = load_image(value) if card.input(key).is_image else value
+    rows = [{**shared, images[0].name: load_image(path)} for path in positional] if positional else [dict(shared) for _ in range(count)]
+    items = [card.pipeline_input(card.parse_inputs(row)) for row in rows]
+    labels: list[str | None] = list(positional) if positional else [None] * count
+    drawn_on = [row.get(images[0].name) if images else None for row in rows]
+    return items, labels, drawn_on
+
+
+def summary_lines(document: Any) -> list[str]:
+    """A result's JSON as readable lines: numbers rounded, long lists summarised, lists of
+    records one a line, and base64 images named, never printed (`--json` has everything)."""
+    lines: list[str] = []
+    for key, value in document.items():
+        if key.endswith("_base64"):
+            count = len(value) if isinstance(value, list) else 1
+            lines.append(f"{key.removesuffix('_base64')}: {count} image(s), not printed (--out FILE draws them, --json carries them)")
+        elif isinstance(value, dict) and value and all(not isinstance(v, (dict, list)) for v in value.values()):
+            lines.append(f"{key}: " + ", ".join(f"{k}={_scalar(v)}" for k, v in value.items()))
+        elif isinstance(value, dict):
+            lines.append(f"{key}:" + ("" if value else " none"))
+            lines.extend("  " + line for line in summary_lines(value))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            lines.append(f"{key}: {len(value)}")
+            lines.extend(f"  - {', '.join(f'{k}={_compact(v)}' for k, v in item.items())}" for item in value)
+        else:
+            lines.append(f"{key}: {_compact(value)}")
+    return lines
+
+
+def _scalar(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _compact(value: Any) -> str:
+    """A value on one line: short number lists in full, long ones as count and range."""
+    if not isinstance(value, list):
+        return _scalar(value)
+    flat = _flatten(value)
+    if len(flat) > 12:
+        numbers = [v for v in flat if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        span = f", {_scalar(min(numbers))}..{_scalar(max(numbers))}" if numbers else ""
+        return f"{len(flat)} values{span}"
+    if all(isinstance(v, list) and all(isinstance(x, int) for x in v) for v in value) and value:
+        return ", ".join("x".join(str(x) for x in v) for v in value)  # shapes: 8x8x3
+    return "[" + ", ".join(_compact(v) for v in value) + "]"
+
+
+def _flatten(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        return [value]
+    return [leaf for item in value for leaf in _flatten(item)]
 
 
 @app.command("export")
@@ -331,13 +413,6 @@ def demo_command(
         launch_demo(host=host, port=port, models=models, api_key=api_key)
     except ValueError as err:
         _fail(str(err))
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    text = json.dumps(value, default=str)
-    return text if len(text) < 80 else text[:77] + "..."
 
 
 @app.command("bench")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -132,6 +134,74 @@ class ImageResult:
         canvas.paste(result, (result.width, 0))
         return canvas
 
+
+
+@dataclass
+class Generation:
+    """Generated images (uint8 (H, W, 3) arrays) with what made them: one seed per image,
+    the sampling steps, wall-clock timings in seconds (e.g. {"sample": 0.8, "decode": 0.1})
+    and the family's own `info` (class label, guidance, ...)."""
+
+    images: list[np.ndarray]
+    seeds: list[int] = field(default_factory=list)
+    steps: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.images = [np.asarray(_as_pil(im)) for im in self.images]
+        self.seeds = [int(s) for s in self.seeds]
+        if self.seeds and len(self.seeds) != len(self.images):
+            raise ValueError(f"Generation has {len(self.images)} images but {len(self.seeds)} seeds")
+        self.steps = int(self.steps)
+        self.timings = {str(k): float(v) for k, v in self.timings.items()}
+
+    def to_json(self, include_images: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "generation",
+            "count": len(self.images),
+            "shapes": [list(im.shape) for im in self.images],
+            "seeds": self.seeds,
+            "steps": self.steps,
+            "timings": {k: round(v, 6) for k, v in self.timings.items()},
+            "info": self.info,
+        }
+        if include_images:
+            out["images_png_base64"] = [png_base64(im) for im in self.images]
+        return out
+
+    def draw(self, image: Any = None, columns: int | None = None) -> Image.Image:
+        """The images in a grid (`columns` wide, near-square by default), each cell as large
+        as the largest image; `image` is ignored (nothing was generated from it)."""
+        if not self.images:
+            return Image.new("RGB", (1, 1))
+        count = len(self.images)
+        columns = max(1, min(count, columns or math.ceil(math.sqrt(count))))
+        rows = math.ceil(count / columns)
+        cell_h = max(im.shape[0] for im in self.images)
+        cell_w = max(im.shape[1] for im in self.images)
+        canvas = Image.new("RGB", (columns * cell_w, rows * cell_h))
+        for index, array in enumerate(self.images):
+            canvas.paste(Image.fromarray(array), ((index % columns) * cell_w, (index // columns) * cell_h))
+        return canvas
+
+    def save(self, path: str | Path) -> list[Path]:
+        """Each image as a PNG carrying its seed and steps in text chunks: PATH for one image,
+        PATH-0.png, PATH-1.png, ... for several. Returns the paths written."""
+        from PIL.PngImagePlugin import PngInfo
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        written = []
+        for index, array in enumerate(self.images):
+            target = path if len(self.images) == 1 else path.with_name(f"{path.stem}-{index}{path.suffix or '.png'}")
+            meta = PngInfo()
+            if self.seeds:
+                meta.add_text("zoo:seed", str(self.seeds[index]))
+            meta.add_text("zoo:steps", str(self.steps))
+            Image.fromarray(array).save(target, format="PNG", pnginfo=meta)
+            written.append(target)
+        return written
 
 @dataclass
 class Detections:
@@ -276,4 +346,4 @@ class Boxes3D:
         return canvas
 
 
-RESULT_TYPES = {cls.__name__: cls for cls in (AnomalyResult, ImageResult, Detections, Segmentation, Grounding, Boxes3D)}
+RESULT_TYPES = {cls.__name__: cls for cls in (AnomalyResult, ImageResult, Generation, Detections, Segmentation, Grounding, Boxes3D)}

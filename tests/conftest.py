@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 os.environ.setdefault("ZOO_LOG_LEVEL", "WARNING")
-# tests/typed_toys.py (shared test doubles) importable from every test folder (--import-mode=importlib adds no paths)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# tests/support/ (shared test doubles) importable from every test folder (--import-mode=importlib adds no
+# paths); not tests/ itself, whose serving/ and demos/ folders would shadow the packages of those names
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
 # One intra-op thread: the micro models' tiny convolutions run many times faster on one
 # thread than on two contended ones, and results do not depend on the thread count.
 torch.set_num_threads(1)
@@ -74,7 +75,7 @@ def toy_model(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def typed_toys():
-    """toy-generator and toy-editor (tests/typed_toys.py), registered for one test module."""
+    """toy-generator and toy-editor (tests/support/typed_toys.py), registered for one test module."""
     from typed_toys import register_typed_toys, unregister_typed_toys
 
     register_typed_toys()

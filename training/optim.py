@@ -14,7 +14,7 @@ from torch import nn
 
 from zoo.trainable import TrainConfig
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "radam")
 SCHEDULES = ("constant", "step", "cosine", "poly")
 
 
@@ -48,7 +48,8 @@ def trainable_parameters(module: nn.Module, parameters: Callable[[nn.Module], An
 
 def build_optimizer(module: nn.Module, config: TrainConfig,
                     parameters: Callable[[nn.Module], Any] | None = None) -> torch.optim.Optimizer:
-    """Adam (L2 weight decay), AdamW (decoupled weight decay) or SGD with momentum."""
+    """Adam (L2 weight decay), AdamW (decoupled weight decay), SGD with momentum, or RAdam (Liu et al.
+    2020; L2 weight decay, eps from the config's `eps` field when it has one, e.g. sLCT's 1e-4)."""
     params = trainable_parameters(module, parameters)
     if not params:
         raise ValueError("the task has no trainable parameters (none requires grad)")
@@ -58,6 +59,9 @@ def build_optimizer(module: nn.Module, config: TrainConfig,
         return torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    if config.optimizer == "radam":
+        return torch.optim.RAdam(params, lr=config.lr, betas=tuple(config.betas), eps=getattr(config, "eps", 1e-8),
+                                 weight_decay=config.weight_decay)
     raise ValueError(f"optimizer {config.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
 
 

@@ -435,7 +435,8 @@ def build_autoencoder_task(model: LatentCodec, data: str, config: AutoencoderTra
             metrics[f"latent_mean_{c}"], metrics[f"latent_std_{c}"] = m, s
         return metrics
 
-    return TrainTask(module=module, dataset=train, config=config, evaluate=evaluate, finalize=finalize,
+    return TrainTask(module=module, dataset=train, config=config, evaluate=evaluate if config.eval_every > 0 else None,
+                     finalize=finalize,
                      to_pipeline=lambda m: m.codec,
                      extra={"data": description, "perceptual_net": used, "validation": val})
 
@@ -502,7 +503,10 @@ def convert_vae_state_dict(state: dict[str, Tensor], config: AutoencoderConfig, 
     by diffusers' own `convert_ldm_vae_checkpoint`), and ours. Statistics the checkpoint lacks come
     from `config` (see the module docstring). Mismatches raise `WeightsMismatchError` at load."""
     state = dict(state)
-    if any(k.startswith("first_stage_model.") for k in state):
+    for prefix in ("state_dict.", "module."):  # a Lightning / DataParallel wrapper (flattened by zoo.weights)
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    if any(k.startswith("first_stage_model.") for k in state):  # a whole SD checkpoint: its VAE part
         state = {k[len("first_stage_model."):]: v for k, v in state.items() if k.startswith("first_stage_model.")}
     if "scaling" not in state and all(k.startswith("vae.") for k in state):
         state = {k[len("vae."):]: v for k, v in state.items()}

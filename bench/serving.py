@@ -67,13 +67,13 @@ def free_port() -> int:
 class Server:
     """`zoo serve` (as `python -m zoo.cli serve`) in a child process on 127.0.0.1."""
 
-    def __init__(self, model: str, variant: str, max_batch_size: int, threads: int, device: str, log_dir: Path):
+    def __init__(self, model: str, variant: str, max_batch_size: int, threads: int, device: str, log_dir: Path, random_weights: bool = False):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
             "serve", "--host", "127.0.0.1", "--port", str(self.port), "--models", f"{model}:{variant}", "--no-demo",
             "--device", device, "--max-batch-size", str(max_batch_size), "--max-queue-delay-ms", str(QUEUE_DELAY_MS),
-            "--queue-size", "256",
+            "--queue-size", "256", *(["--random-weights"] if random_weights else []),
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -171,7 +171,9 @@ def run(
     budget = Budget(budget_s or BUDGET_S[quick])
     card = get_card(model)
     variant = variant or quick_variant(card)
-    pipeline = create_model(model, variant, device=device)  # default weights, as the server loads them
+    # bundled weights, as the server loads them; random ones (said so in the settings) where the variant has none
+    random_weights = card.demo_weights_path(variant) is None
+    pipeline = create_model(model, variant, weights="random" if random_weights else None, device=device)
     graph = pipeline.graph_specs()[0]
     x = graph_inputs(graph, 1)
     in_process = Timing()
@@ -186,6 +188,7 @@ def run(
         settings={
             "model": model,
             "variant": variant,
+            "weights": "random" if random_weights else "bundled",
             "graph": graph.name,
             "device": device,
             "threads": threads,
@@ -209,7 +212,7 @@ def run(
     log_dir = Path(tempfile.mkdtemp(prefix="zoo-bench-serve-"))
     servers: dict[str, Server] = {}
     try:
-        servers = {"off": Server(model, variant, 1, threads, device, log_dir), "on": Server(model, variant, BATCH_ON, threads, device, log_dir)}
+        servers = {mode: Server(model, variant, size, threads, device, log_dir, random_weights) for mode, size in (("off", 1), ("on", BATCH_ON))}
         document["settings"]["server_commands"] = {mode: s.command for mode, s in servers.items()}
         for server in servers.values():
             server.wait_ready()

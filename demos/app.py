@@ -50,8 +50,10 @@ def api_name(model: str) -> str:
 class PipelineCache:
     """Loads each model on first use (bundled demo weights), keeps it, and remembers failures."""
 
-    def __init__(self, variants: dict[str, str | None] | None = None, backend: str = "torch", device: str = "cpu", export_dir: str | Path | None = None):
+    def __init__(self, variants: dict[str, str | None] | None = None, backend: str = "torch", device: str = "cpu", export_dir: str | Path | None = None,
+                 random_weights: bool = False):
         self.variants = variants or {}
+        self.random_weights = random_weights  # weights="random" for every model, asked for explicitly
         self.backend = backend
         self.device = device
         self.export_dir = Path(export_dir) if export_dir is not None else None
@@ -72,7 +74,8 @@ class PipelineCache:
                 per_model = self.export_dir / name
                 options["export_dir"] = per_model if per_model.is_dir() else self.export_dir
             try:
-                pipeline = create_model(name, self.variants.get(name), backend=self.backend, device=self.device, **options)
+                weights = "random" if self.random_weights else None
+                pipeline = create_model(name, self.variants.get(name), weights=weights, backend=self.backend, device=self.device, **options)
             except Exception as err:
                 self._errors[name] = f"model {name!r} failed to load: {type(err).__name__}: {err}"
                 log.exception("demo: %s failed to load", name)
@@ -81,7 +84,7 @@ class PipelineCache:
             return pipeline
 
 
-def build_demo(models: str | Sequence[str] | None = None, get_pipeline: PipelineGetter | None = None, title: str = "zoo") -> "gr.Blocks":
+def build_demo(models: str | Sequence[str] | None = None, get_pipeline: PipelineGetter | None = None, title: str = "zoo", random_weights: bool = False) -> "gr.Blocks":
     """The demo app. models: None (every registered model), "a,b", or ["a", "b:variant"].
     get_pipeline: name -> ready pipeline (the server passes its loaded models); by default
     each model loads on first use with its bundled demo weights."""
@@ -96,7 +99,7 @@ def build_demo(models: str | Sequence[str] | None = None, get_pipeline: Pipeline
             cards.append(get_card(name))
         except KeyError as err:
             raise ValueError(str(err.args[0])) from None
-    getter = get_pipeline or PipelineCache({name: variant for name, variant in specs})
+    getter = get_pipeline or PipelineCache({name: variant for name, variant in specs}, random_weights=random_weights)
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nOne tab per model. Results are drawn over the input; the JSON is what the REST API returns.")
         with gr.Tabs():
@@ -239,14 +242,15 @@ def _runner(card: "ModelCard", getter: PipelineGetter) -> Callable[..., tuple[An
     return run
 
 
-def launch_demo(host: str = "127.0.0.1", port: int = 7860, models: str | Sequence[str] | None = None, api_key: str | None = None, **launch_options: Any) -> Any:
+def launch_demo(host: str = "127.0.0.1", port: int = 7860, models: str | Sequence[str] | None = None, api_key: str | None = None,
+                random_weights: bool = False, **launch_options: Any) -> Any:
     """`zoo demo`: the demo on its own. Beyond loopback it needs a key (login "zoo" / the key)."""
     import ipaddress
 
     loopback = host in ("localhost",) or _is_loopback(ipaddress, host)
     if not loopback and not api_key:
         raise ValueError(f"binding the demo to {host} exposes it: set an API key (--api-key or $ZOO_API_KEY), or bind to 127.0.0.1")
-    demo = build_demo(models)
+    demo = build_demo(models, random_weights=random_weights)
     auth = ("zoo", api_key) if api_key else None
     return demo.launch(server_name=host, server_port=port, auth=auth, **launch_options)
 

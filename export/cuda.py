@@ -127,10 +127,10 @@ def attach_torch_cuda(
     mode: str = "cudagraphs",
     dtype: str = "float16",
     max_graphs: int = 8,
-    **_: Any,
 ) -> None:
     """Run every graph on the GPU in fp16: captured CUDA graphs (default), torch.compile
-    (mode="reduce-overhead", which also uses CUDA graphs), or plain autocast."""
+    (mode="reduce-overhead", which also uses CUDA graphs), or plain autocast. A keyword it
+    does not take (a typo, or export_dir meant for onnxruntime) is a TypeError, not ignored."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     require_cuda()

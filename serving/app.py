@@ -58,17 +58,20 @@ def create_app(
     limits: Limits | None = None,
     demo: DemoFactory | None = None,
     load_in_background: bool = True,
+    random_weights: bool = False,
 ) -> FastAPI:
     """Build the app. `models`: None (every registered model), names ("a,b" or ["a", "b:variant"]),
     or ready pipelines {name: pipeline}. `api_key` (or $ZOO_API_KEY) is required when `host`
-    is not a loopback address; when set, every route but the health probes needs it."""
+    is not a loopback address; when set, every route but the health probes needs it.
+    Models load with their bundled weights; one without them fails to load (its ready endpoint
+    says why) unless `random_weights=True` asks for random initialisation for every model."""
     from zoo import __version__
 
     api_key = resolve_api_key(api_key)
     check_bind(host, api_key)
     limits = limits or Limits()
     metrics = ServingMetrics()
-    manager = ModelManager(models, backend=backend, device=device, export_dir=export_dir, batching=batching, metrics=metrics)
+    manager = ModelManager(models, backend=backend, device=device, export_dir=export_dir, batching=batching, metrics=metrics, random_weights=random_weights)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -196,6 +199,7 @@ class ServeOptions:
     limits: Limits = field(default_factory=Limits)
     demo: DemoFactory | None = None
     log_level: str = "info"
+    random_weights: bool = False
 
 
 def urls(host: str, port: int, demo: bool) -> dict[str, str]:
@@ -215,6 +219,7 @@ def serve(options: ServeOptions, echo: Callable[[str], None] = print) -> None:
     app = create_app(
         options.models, options.backend, device=options.device, export_dir=options.export_dir, api_key=options.api_key,
         host=options.host, batching=options.batching, limits=options.limits, demo=options.demo,
+        random_weights=options.random_weights,
     )
     manager: ModelManager = app.state.manager
     echo(f"zoo serve: {len(manager.entries)} model(s) ({', '.join(manager.entries)}), backend {options.backend}, on {options.host}:{options.port}")

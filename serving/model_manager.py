@@ -127,12 +127,14 @@ class ModelManager:
         batching: BatchingConfig | None = None,
         metrics: ServingMetrics | None = None,
         predict_threads: int | None = None,
+        random_weights: bool = False,
     ):
         from zoo.registry import get_card
 
         self.backend = backend
         self.device = device
         self.export_dir = Path(export_dir) if export_dir is not None else None
+        self.random_weights = random_weights  # True: weights="random" for every model (never implied)
         self.batching = batching or BatchingConfig()
         self.metrics = metrics or ServingMetrics()
         self.entries: dict[str, ModelEntry] = {}
@@ -218,7 +220,8 @@ class ModelManager:
             # one folder per model (DIR/NAME, as `zoo export NAME --out DIR/NAME` writes), or DIR itself
             per_model = self.export_dir / entry.name
             options["export_dir"] = per_model if per_model.is_dir() else self.export_dir
-        return create_model(entry.name, entry.variant, backend=self.backend, device=self.device, **options)
+        weights = "random" if self.random_weights else None
+        return create_model(entry.name, entry.variant, weights=weights, backend=self.backend, device=self.device, **options)
 
     def _attach(self, entry: ModelEntry, pipeline: "Pipeline") -> None:
         """Put a batcher in front of each graph of the loaded pipeline."""

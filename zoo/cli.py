@@ -194,6 +194,7 @@ def predict_command(
     count: int = typer.Option(1, "--count", help="How many results a model without image inputs makes (a generator: seeds S, S+1, ...)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Random initialisation (what --weights random does); needed for a variant without bundled weights."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime (needs --export-dir)."),
     export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Folder written by `zoo export` (for --backend onnxruntime)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
@@ -216,7 +217,7 @@ def predict_command(
     if export_dir is not None:
         backend_options["export_dir"] = export_dir
     try:
-        pipeline = create_model(name, variant, weights=weights, backend=backend, device=device, **backend_options)
+        pipeline = create_model(name, variant, weights=_weights(weights, random_weights), backend=backend, device=device, **backend_options)
     except (WeightsError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
     try:
@@ -323,6 +324,7 @@ def export_command(
     out: Path = typer.Option(..., "--out", help="Output folder (for triton: the model repository)."),
     variant: Optional[str] = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Random initialisation (what --weights random does); needed for a variant without bundled weights."),
     exporter: str = typer.Option("auto", "--exporter", help="auto (torch.export, falling back to TorchScript) | dynamo | torchscript."),
     precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | fp16 for tensorrt (default fp16) and triton (default fp32)."),
     triton_backend: str = typer.Option("onnxruntime", "--triton-backend", help="triton: serve ONNX (onnxruntime) or TensorRT plans (tensorrt)."),
@@ -338,7 +340,7 @@ def export_command(
         _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     try:
         manifest = export_model(
-            name, fmt, out, variant=variant, weights=weights, exporter=exporter, precision=precision,
+            name, fmt, out, variant=variant, weights=_weights(weights, random_weights), exporter=exporter, precision=precision,
             triton_backend=triton_backend, instance_kind=instance_kind,
         )
     except ParityError as err:
@@ -372,6 +374,7 @@ def serve_command(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body (413 above)."),
     max_image_pixels: Optional[int] = typer.Option(None, "--max-image-pixels", help="Largest image (width x height) an upload may declare (413 above)."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Serve every model with random initialisation (a variant without bundled weights is refused otherwise)."),
 ) -> None:
     """Serve every model over HTTP: Open Inference Protocol v2 (tritonclient works), REST, /metrics, the demo at /demo."""
     from serving import BatchingConfig, Limits, ServeOptions, serve
@@ -390,8 +393,10 @@ def serve_command(
 
     options = ServeOptions(
         host=host, port=port, models=models, backend=backend, device=device, export_dir=str(export_dir) if export_dir else None,
-        api_key=api_key, batching=batching, limits=limits, demo=demo_factory,
+        api_key=api_key, batching=batching, limits=limits, demo=demo_factory, random_weights=random_weights,
     )
+    if not random_weights:
+        _require_bundled_weights(models)
     try:
         serve(options, echo=typer.echo)
     except ValueError as err:
@@ -404,15 +409,42 @@ def demo_command(
     port: int = typer.Option(7860, "--port", help="Port to bind."),
     models: Optional[str] = typer.Option(None, "--models", help="Comma-separated models, NAME or NAME:VARIANT (default: every registered model)."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Login 'zoo' with this key as the password; env ZOO_API_KEY."),
+    random_weights: bool = typer.Option(False, "--random-weights", help="Every model with random initialisation (a variant without bundled weights is refused otherwise)."),
 ) -> None:
     """Run the Gradio demo alone: a tab per model, bundled demo weights and examples."""
     from demos import launch_demo
 
     typer.echo(f"zoo demo: http://{host}:{port}/")
     try:
-        launch_demo(host=host, port=port, models=models, api_key=api_key)
+        launch_demo(host=host, port=port, models=models, api_key=api_key, random_weights=random_weights)
     except ValueError as err:
         _fail(str(err))
+
+
+def _weights(weights: str | None, random_weights: bool) -> str | None:
+    """--weights W or --random-weights (the same as --weights random), not both."""
+    if random_weights and weights not in (None, "random"):
+        _fail(f"--random-weights and --weights {weights} exclude each other")
+    return "random" if random_weights else weights
+
+
+def _require_bundled_weights(models: str | None) -> None:
+    """Models named on the command line must have bundled weights, or the user asks for random
+    ones: fail before serving rather than serve random weights (or a failed model) silently."""
+    from zoo.registry import get_card, parse_model_list
+
+    if not models:
+        return  # every registered model: one without weights is reported failed on its ready endpoint
+    for name, variant in parse_model_list(models):
+        try:
+            card = get_card(name)
+        except KeyError:
+            return  # the server names unknown models itself
+        variant = variant or card.default_variant
+        if variant in card.variants and card.demo_weights_path(variant) is None:
+            bundled = [v for v in card.variants if card.demo_weights_path(v) is not None]
+            _fail(f"{name}:{variant} has no bundled weights: serve a variant that has them ({', '.join(bundled) or 'none'}), "
+                  "or pass --random-weights to serve random initialisation")
 
 
 @app.command("bench")

@@ -566,37 +566,53 @@ def create_model(
 ) -> "Pipeline":
     """A ready predictor.
 
-    weights: None loads the variant's bundled demo weights when it has them (random
-    initialisation otherwise, with a warning); "random" forces random initialisation; a path
-    loads our safetensors, an official checkpoint (through the family converter), or a
+    weights: None loads the variant's bundled demo weights; a variant without them is refused
+    (`MissingWeightsError`), never served with random weights in silence. "random" asks for
+    random initialisation explicitly (as `pretrained=False` does in timm and torchvision); a
+    path loads our safetensors, an official checkpoint (through the family converter), or a
     library folder; a bare name is looked up in the local store ($ZOO_HOME/weights/NAME/).
     backend: "torch", or a runtime registered under the `zoo.backends` entry point group
     (e.g. "onnxruntime", which takes export_dir=...). On CUDA the torch backend runs fp16
-    with CUDA graphs where the `torch-cuda` runtime is installed; `fast=False` keeps eager fp32.
+    with CUDA graphs where the `torch-cuda` runtime is installed (`pipeline.backend` then says
+    "torch-cuda"); `fast=False` keeps eager fp32 ("torch"). Options no backend takes are refused.
     """
     from zoo import weights as weights_mod
 
     card = get_card(name)
     variant = variant or card.default_variant
+    if variant not in card.variants:
+        raise KeyError(f"model {name!r} has no variant {variant!r}; variants: {', '.join(card.variants)}")
+    demo = card.demo_weights_path(variant) if weights is None else None
+    if weights is None and demo is None:
+        bundled = [v for v in card.variants if card.demo_weights_path(v) is not None]
+        raise MissingWeightsError(
+            f"{name}/{variant} has no bundled weights: pass weights=PATH (our safetensors, an official checkpoint, a "
+            f"library folder, or a name in the local store), or ask for random initialisation explicitly with "
+            f"weights='random' (command line: --weights PATH or --random-weights). "
+            f"Variants with bundled weights: {', '.join(bundled) or 'none'}"
+        )
     pipeline = build_pipeline(name, variant)
-    if weights is None:
-        demo = card.demo_weights_path(variant)
-        if demo is not None:
-            weights_mod.load_weights(pipeline, demo)
-        else:
-            log.warning("%s/%s has no bundled weights: using random initialisation", name, variant)
+    if demo is not None:
+        weights_mod.load_weights(pipeline, demo)
     elif str(weights) != "random":
         weights_mod.load_weights(pipeline, weights)
+    fast = backend_options.pop("fast", True)
+    cuda_fast_path = backend == "torch" and str(device).startswith("cuda") and fast and "torch-cuda" in available_backends()
+    if backend == "torch" and backend_options and not cuda_fast_path:
+        raise TypeError(f"backend 'torch' takes no options {sorted(backend_options)} (export_dir is for backend='onnxruntime')")
     pipeline.to(device)
     pipeline.eval()
-    if backend == "torch" and str(device).startswith("cuda") and "torch-cuda" in available_backends():
-        # On a GPU the torch backend runs fp16 with CUDA graphs (export/cuda.py) unless told not to.
-        if backend_options.pop("fast", True):
-            attach_backend(pipeline, "torch-cuda", device=device, **backend_options)
-            pipeline.backend = "torch"
+    if cuda_fast_path:
+        # On a GPU the torch backend runs fp16 with CUDA graphs (export/cuda.py) unless told not
+        # to; the pipeline says so (backend "torch-cuda"), so /v2 metadata and logs name what runs.
+        attach_backend(pipeline, "torch-cuda", device=device, **backend_options)
     elif backend != "torch":
         attach_backend(pipeline, backend, device=device, **backend_options)
     return pipeline
+
+
+class MissingWeightsError(ValueError):
+    """A variant without bundled weights was asked for without weights= (a path or "random")."""
 
 
 def available_backends() -> dict[str, Any]:

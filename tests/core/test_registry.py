@@ -80,3 +80,42 @@ def test_card_json_has_params(toy_model):
     document = toy_model.to_json(with_params=True)
     assert document["variants"]["micro"]["params"]["total"] == 117
     assert document["variants"]["micro"]["config"] == {"width": 4, "image_size": 16}
+
+
+def test_variant_without_weights_is_refused_unless_random_is_asked_for(toy_model):
+    with pytest.raises(registry.MissingWeightsError, match=r"toy-anomaly/micro has no bundled weights.*weights='random'.*--random-weights"):
+        registry.create_model("toy-anomaly")
+    assert isinstance(registry.MissingWeightsError("x"), ValueError)  # callers that catch ValueError keep working
+    assert registry.create_model("toy-anomaly", weights="random").variant == "micro"
+
+
+def test_backend_options_nobody_takes_are_refused(toy_model):
+    with pytest.raises(TypeError, match="export_dir"):
+        registry.create_model("toy-anomaly", weights="random", export_dir="exports")  # meant for onnxruntime
+    registry.create_model("toy-anomaly", weights="random", fast=False)  # torch's own switch
+
+
+def test_cuda_reports_the_backend_that_runs(toy_model, monkeypatch):
+    """device="cuda": the fp16 CUDA-graph path says "torch-cuda"; fast=False, eager fp32, says "torch"."""
+    from zoo.pipeline import Pipeline
+
+    attached = []
+
+    class EntryPoint:
+        def load(self):
+            return lambda pipeline, **options: attached.append(options)
+
+    monkeypatch.setattr(registry, "available_backends", lambda: {"torch-cuda": EntryPoint()})
+    monkeypatch.setattr(Pipeline, "to", lambda self, device: self)  # no GPU here: stay on CPU
+    fast = registry.create_model("toy-anomaly", weights="random", device="cuda", mode="autocast")
+    assert fast.backend == "torch-cuda" and attached == [{"device": "cuda", "mode": "autocast"}]
+    eager = registry.create_model("toy-anomaly", weights="random", device="cuda", fast=False)
+    assert eager.backend == "torch" and len(attached) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_backend_on_a_gpu(toy_model):
+    model = registry.create_model("toy-anomaly", weights="random", device="cuda")
+    assert model.backend == "torch-cuda"
+    result = model.predict(np.zeros((20, 30, 3), np.uint8))
+    assert np.isfinite(result.score)

@@ -32,7 +32,7 @@ def image_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def standalone(fakes):
-    demo = build_demo([FAKE, BROKEN])
+    demo = build_demo([FAKE, BROKEN], random_weights=True)
     _, url, _ = demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield url
@@ -69,7 +69,7 @@ def test_errors_are_shown_not_fatal(standalone, image_path):
 def test_mounted_on_the_server_shares_its_models(fakes, image_path):
     from serving import create_app
 
-    app = create_app([FAKE], demo=lambda manager: build_demo(list(manager.entries), get_pipeline=manager.pipeline))
+    app = create_app([FAKE], demo=lambda manager: build_demo(list(manager.entries), get_pipeline=manager.pipeline), random_weights=True)
     with live(app) as server:
         net = app.state.manager.entries[FAKE].pipeline.model.net
         net.batch_sizes.clear()
@@ -95,7 +95,7 @@ def test_mounted_demo_needs_the_key_when_one_is_set(fakes, image_path):
 
     from serving import create_app
 
-    app = create_app([FAKE], api_key="k3y", demo=lambda manager: build_demo(list(manager.entries), get_pipeline=manager.pipeline))
+    app = create_app([FAKE], api_key="k3y", demo=lambda manager: build_demo(list(manager.entries), get_pipeline=manager.pipeline), random_weights=True)
     with live(app) as server:
         assert httpx.get(server.url + "/demo/config").status_code == 401
         with pytest.raises(Exception, match="credentials"):

@@ -70,3 +70,9 @@ def test_cuda_graphs_match_eager():
     other = spec.example_inputs({"batch": 3, "height": 8, "width": 8})
     assert pipeline.run_graph("denoiser", *other)[0].shape == (3, 4, 8, 8)
     assert pipeline._runners["denoiser"].builds == 2
+
+
+def test_attach_rejects_unknown_keywords():
+    pipeline = registry.create_model(toys.FIXED, "micro", weights="random")
+    with pytest.raises(TypeError, match="export_dir"):
+        attach_torch_cuda(pipeline, export_dir="exports")  # an onnxruntime option, never silently dropped

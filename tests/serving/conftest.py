@@ -24,6 +24,7 @@ def server(fakes):
         [FAKE, BROKEN],
         batching=BatchingConfig(max_batch_size=8, max_queue_delay_s=0.02, queue_size=64, timeout_s=10),
         limits=Limits(max_body_bytes=MAX_BODY, max_image_pixels=MAX_PIXELS),
+        random_weights=True,  # the doubles have no bundled weights
     )
     with live(app) as running:
         yield running

@@ -27,7 +27,7 @@ def export_root(fakes, tmp_path_factory):
 def test_onnxruntime_backend_serves_exported_graphs(export_root):
     from export.runtime import OnnxRuntimeRunner
 
-    app = create_app([FAKE, BROKEN], backend="onnxruntime", export_dir=export_root)
+    app = create_app([FAKE, BROKEN], backend="onnxruntime", export_dir=export_root, random_weights=True)
     x = np.random.default_rng(2).random((2, 3, 8, 8), dtype=np.float32)
     with live(app) as server:
         endpoint = app.state.manager.endpoints[FAKE]
@@ -53,7 +53,7 @@ def test_onnxruntime_backend_serves_exported_graphs(export_root):
 
 
 def test_model_without_export_fails_alone(export_root, tmp_path):
-    app = create_app([FAKE], backend="onnxruntime", export_dir=tmp_path)  # no export.json there
+    app = create_app([FAKE], backend="onnxruntime", export_dir=tmp_path, random_weights=True)  # no export.json there
     with live(app) as server, http(server.url) as h:
         ready = h.get(f"/v2/models/{FAKE}/ready")
         assert ready.status_code == 400 and "export.json" in ready.json()["error"]

@@ -119,7 +119,7 @@ def test_queue_full_timeout_and_failure():
 
 def test_server_batches_v2_and_rest_alike(fakes):
     """Concurrent requests over HTTP share batches, and each answer equals the unbatched one."""
-    app = create_app([FAKE], batching=BatchingConfig(max_batch_size=8, max_queue_delay_s=0.15, queue_size=64, timeout_s=10))
+    app = create_app([FAKE], batching=BatchingConfig(max_batch_size=8, max_queue_delay_s=0.15, queue_size=64, timeout_s=10), random_weights=True)
     rng = np.random.default_rng(5)
     xs = [rng.random((1, 3, 8, 8), dtype=np.float32) for _ in range(6)]
     images = [rng.integers(0, 255, (16, 12, 3), dtype=np.uint8) for _ in range(4)]
@@ -162,7 +162,7 @@ def test_server_batches_v2_and_rest_alike(fakes):
 def test_server_queue_full_and_timeout(fakes):
     """A slow graph (0.4 s a batch), one request may wait: the third concurrent request gets
     503 with Retry-After, a request with a short timeout gets 504, and all is well after."""
-    app = create_app([f"{FAKE}:slow"], batching=BatchingConfig(max_batch_size=1, max_queue_delay_s=0, queue_size=1, timeout_s=5))
+    app = create_app([f"{FAKE}:slow"], batching=BatchingConfig(max_batch_size=1, max_queue_delay_s=0, queue_size=1, timeout_s=5), random_weights=True)
     body = {"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": [0.5] * 192}]}
     with live(app) as server:
         def post(delay, payload=body):

@@ -24,7 +24,7 @@ def captured(monkeypatch):
 
 
 def test_serve_prints_urls_and_passes_settings(fakes, captured):
-    result = CliRunner().invoke(app, ["serve", "--models", FAKE, "--port", "8123", "--max-batch-size", "4", "--max-queue-delay-ms", "2", "--queue-size", "3", "--timeout-s", "7", "--no-demo"])
+    result = CliRunner().invoke(app, ["serve", "--models", FAKE, "--random-weights", "--port", "8123", "--max-batch-size", "4", "--max-queue-delay-ms", "2", "--queue-size", "3", "--timeout-s", "7", "--no-demo"])
     assert result.exit_code == 0, result.output
     for url in ("http://127.0.0.1:8123/v2", "http://127.0.0.1:8123/docs", "http://127.0.0.1:8123/models"):
         assert url in result.output
@@ -36,7 +36,7 @@ def test_serve_prints_urls_and_passes_settings(fakes, captured):
 
 
 def test_serve_mounts_the_demo_by_default(fakes, captured):
-    result = CliRunner().invoke(app, ["serve", "--models", FAKE])
+    result = CliRunner().invoke(app, ["serve", "--models", FAKE, "--random-weights"])
     assert result.exit_code == 0, result.output
     assert "http://127.0.0.1:8000/demo/" in result.output
     assert any(getattr(route, "path", "") == "/demo" for route in captured["app"].routes)
@@ -44,11 +44,11 @@ def test_serve_mounts_the_demo_by_default(fakes, captured):
 
 def test_serve_and_demo_refuse_open_binding_without_key(fakes, captured):
     runner = CliRunner()
-    refused = runner.invoke(app, ["serve", "--models", FAKE, "--host", "0.0.0.0", "--no-demo"])
+    refused = runner.invoke(app, ["serve", "--models", FAKE, "--random-weights", "--host", "0.0.0.0", "--no-demo"])
     assert refused.exit_code == 2 and "API key" in refused.output and "app" not in captured
-    allowed = runner.invoke(app, ["serve", "--models", FAKE, "--host", "0.0.0.0", "--no-demo"], env={"ZOO_API_KEY": "k"})
+    allowed = runner.invoke(app, ["serve", "--models", FAKE, "--random-weights", "--host", "0.0.0.0", "--no-demo"], env={"ZOO_API_KEY": "k"})
     assert allowed.exit_code == 0 and captured["host"] == "0.0.0.0"
     assert runner.invoke(app, ["serve", "--models", "no-such-model", "--no-demo"]).exit_code == 2
-    assert runner.invoke(app, ["serve", "--models", FAKE, "--queue-size", "0", "--no-demo"]).exit_code == 2
+    assert runner.invoke(app, ["serve", "--models", FAKE, "--random-weights", "--queue-size", "0", "--no-demo"]).exit_code == 2
     demo = runner.invoke(app, ["demo", "--host", "0.0.0.0", "--models", FAKE])
     assert demo.exit_code == 2 and "API key" in demo.output

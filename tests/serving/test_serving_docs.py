@@ -29,7 +29,7 @@ class _Links(HTMLParser):
 
 @pytest.fixture(scope="module")
 def server(fakes):
-    app = create_app([FAKE], api_key="docs-key")
+    app = create_app([FAKE], api_key="docs-key", random_weights=True)
     with live(app) as running:
         yield running
 

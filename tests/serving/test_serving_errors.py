@@ -16,7 +16,7 @@ SECRET = "/srv/zoo/private/weights.bin is corrupt"
 @pytest.fixture
 def app(fakes):
     """A fresh app per test: a stopped server's worker pools do not restart."""
-    app = create_app([FAKE], limits=Limits(max_body_bytes=10_000))
+    app = create_app([FAKE], limits=Limits(max_body_bytes=10_000), random_weights=True)
 
     @app.get("/boom")
     def boom() -> None:
@@ -94,3 +94,12 @@ def _png_claiming(width: int, height: int) -> bytes:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def test_model_without_weights_fails_alone_and_says_why(fakes):
+    app = create_app([FAKE])  # the doubles have no bundled weights, and random ones were not asked for
+    with live(app) as server, http(server.url) as h:
+        entry = app.state.manager.entries[FAKE]
+        assert entry.status == "failed" and "no bundled weights" in entry.error and "random" in entry.error
+        answer = h.post(f"/models/{FAKE}/predict", content=b"x")
+        assert answer.status_code == 503 and "no bundled weights" in answer.json()["error"]

@@ -44,7 +44,7 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 def test_server_metrics_count_traffic(fakes):
-    app = create_app([FAKE, BROKEN], batching=BatchingConfig(max_batch_size=4, max_queue_delay_s=0.0))
+    app = create_app([FAKE, BROKEN], batching=BatchingConfig(max_batch_size=4, max_queue_delay_s=0.0), random_weights=True)
     image = np.random.default_rng(0).integers(0, 255, (10, 10, 3), dtype=np.uint8)
     good = {"inputs": [{"name": "image", "shape": [3, 3, 8, 8], "datatype": "FP32", "data": [0.1] * 576}]}
     bad = {"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "INT64", "data": [0] * 192}]}

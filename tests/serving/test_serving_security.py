@@ -37,7 +37,7 @@ def test_binding_elsewhere_needs_a_key(fakes, monkeypatch):
 
 def test_key_is_required_when_set(fakes, monkeypatch):
     monkeypatch.delenv("ZOO_API_KEY", raising=False)
-    app = create_app([FAKE], host="0.0.0.0", api_key=KEY)
+    app = create_app([FAKE], host="0.0.0.0", api_key=KEY, random_weights=True)
     with live(app) as server, http(server.url) as h:
         assert h.get("/v2/health/ready").status_code == 200  # probes stay open
         assert h.get("/docs").status_code == 200

@@ -4,10 +4,12 @@ Driven by the registry: every registered model (or the ones named) is loaded thr
 `create_model` with its bundled demo weights, one at a time, each in its own try block, so a
 model that fails to load is reported on its own ready endpoint while the others serve.
 
-Each graph of a loaded model becomes an Open Inference Protocol model named after the graph
-(`v2_model_name`) with its own `GraphBatcher`. The batcher is also installed as
-the pipeline's runner for that graph, so REST predictions (preprocess -> graph ->
-postprocess in a worker thread) batch together with v2 requests for the same graph.
+Each loaded model is an Open Inference Protocol model under its own name (the pipeline:
+typed inputs in, result out; `serving.oip_pipeline`), and each of its graphs one more,
+named after the graph (`v2_model_name`), with its own `GraphBatcher`. The batcher is also
+installed as the pipeline's runner for that graph, so REST and pipeline-level v2
+predictions (preprocess -> graph -> postprocess in a worker thread) batch together with
+graph-level v2 requests for the same graph.
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ LOADING, READY, FAILED = "loading", "ready", "failed"
 def v2_model_name(model: str, graph: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
     """The Open Inference Protocol name of a graph: the graph's own name, as in the Triton
     model repository `zoo export --format triton` writes (so one client script works against
-    both servers); `model.graph` where that name is `taken` (another served model has a graph
-    or a name like it). `model.graph` is accepted for every graph as an alias."""
+    both servers); `model.graph` where that name is `taken`: it names a served model (the
+    model's own name belongs to its pipeline-level v2 model, so EfficientAD's graph
+    "efficientad" is "efficientad.efficientad"), or another served model has a graph of
+    that name. `model.graph` is accepted for every graph as an alias."""
     return f"{model}.{graph}" if graph in taken else graph
 
 
@@ -108,8 +112,8 @@ class ModelEntry:
             "error": self.error,
             "backend": self.pipeline.backend if self.pipeline is not None else None,
             "graphs": list(self.graphs),
-            "inputs": list(self.card.inputs),
-            "options": [{"name": o.name, "kind": o.kind, "default": o.default, "help": o.help, "minimum": o.minimum, "maximum": o.maximum, "choices": list(o.choices) if o.choices else None} for o in self.card.options],
+            "inputs": [i.to_json() for i in self.card.inputs],
+            "options": [o.to_json() for o in self.card.options],
             "load_seconds": self.load_seconds,
         }
 
@@ -168,13 +172,13 @@ class ModelManager:
             if variant is not None and variant not in card.variants:
                 raise ValueError(f"model {name!r} has no variant {variant!r}; variants: {', '.join(card.variants)}")
             cards[name] = (card, variant)
-        # Bare graph names that two served models share, or that name another served model, get prefixed.
+        # Bare graph names that two served models share, or that name a served model (its pipeline's v2 name), get prefixed.
         counts: dict[str, int] = {}
         for card, _ in cards.values():
             for graph in set(card.graphs):
                 counts[graph] = counts.get(graph, 0) + 1
         self.taken = frozenset(g for g, n in counts.items() if n > 1) | frozenset(
-            g for name, (card, _) in cards.items() for g in card.graphs if g in cards and g != name
+            g for card, _ in cards.values() for g in card.graphs if g in cards
         )
         self.aliases: dict[str, str] = {}  # "model.graph" -> v2 name
         for name, (card, variant) in cards.items():
@@ -285,15 +289,14 @@ class ModelManager:
         return entry
 
     def endpoint(self, v2_name: str) -> GraphEndpoint:
-        """A v2 model by name; a model whose name differs from its only graph's resolves too."""
+        """A graph's v2 model by name or `model.graph` alias (a served model's own name is its
+        pipeline-level v2 model: look that up in `entries`)."""
         endpoint = self.endpoints.get(v2_name) or self.endpoints.get(self.aliases.get(v2_name, ""))
-        if endpoint is None and v2_name in self.entries and len(self.entries[v2_name].graphs) == 1:
-            endpoint = self.endpoints.get(self.entries[v2_name].graphs[0])
         if endpoint is None:
             if v2_name in self.taken:
                 owners = sorted(f"{e.name}.{v2_name}" for e in self.entries.values() if v2_name in e.card.graphs)
                 raise NotFound(f"model {v2_name!r} is ambiguous here: use {' or '.join(owners)}")
-            served = ", ".join(sorted(self.endpoints)) or "none"
+            served = ", ".join(sorted({*self.entries, *self.endpoints})) or "none"
             raise NotFound(f"unknown model {v2_name!r}; v2 models served: {served}")
         return endpoint
 

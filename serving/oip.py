@@ -14,9 +14,19 @@ Triton's binary tensor data extension (docs/protocol/extension_binary_data.md):
 - Metadata shapes use -1 for variable dimensions, the batch dimension included (Triton
   reports the full shape in metadata, and `dims` without the batch in the model config).
 
-Each served graph is one v2 model (see `serving.model_manager.v2_model_name`); its inputs
-and outputs are the graph's `TensorSpec`s, checked strictly (names, datatypes, shapes) with
-400 answers that name the problem.
+Two kinds of v2 model, under names that never collide:
+- a pipeline model per served zoo model, under the model's own name (`/v2/models/docdiff`):
+  the card's typed inputs and options in, the result's JSON (and its images) out; see
+  `serving.oip_pipeline`.
+- a graph model per exportable graph, under the graph's own name, as in the Triton model
+  repository `zoo export --format triton` writes (`/v2/models/coarse`); its inputs and
+  outputs are the graph's `TensorSpec`s, checked strictly (names, datatypes, shapes) with
+  400 answers that name the problem. A graph whose name is taken, because it equals a served
+  model's name (EfficientAD's graph "efficientad") or another model has a graph of that
+  name, is served as `model.graph` (`/v2/models/efficientad.efficientad`); `model.graph`
+  works as an alias for every graph. See `serving.model_manager.v2_model_name`.
+BYTES tensors use Triton's layout: in binary, each element is a 4-byte little-endian length
+and its bytes; in JSON, a string.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import struct
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -276,14 +287,19 @@ def encode_infer_response(model_name: str, request: InferRequest, names: list[st
     blobs = []
     for requested in wanted:
         array = np.ascontiguousarray(by_name[requested.name])
-        datatype = NUMPY_TO_TRITON.get(array.dtype)
+        datatype = "BYTES" if array.dtype == np.object_ else NUMPY_TO_TRITON.get(array.dtype)
         if datatype is None:
             raise ServingError(f"output {requested.name!r} has dtype {array.dtype} with no v2 datatype")
         entry: dict[str, Any] = {"name": requested.name, "datatype": datatype, "shape": list(array.shape)}
         if requested.binary:
-            blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+            if datatype == "BYTES":  # each element: a 4-byte little-endian length, then its bytes
+                blob = b"".join(struct.pack("<I", len(item)) + item for item in (bytes(x) for x in array.ravel()))
+            else:
+                blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
+        elif datatype == "BYTES":  # JSON carries strings: our BYTES outputs are UTF-8 (result JSON)
+            entry["data"] = [bytes(x).decode("utf-8") for x in array.ravel()]
         else:
             entry["data"] = array.ravel().tolist()
         outputs.append(entry)
@@ -340,8 +356,14 @@ def model_config(endpoint: "GraphEndpoint", backend: str, manager: "ModelManager
 
 # -- routes --------------------------------------------------------------------------------
 def build_router(manager: "ModelManager", limits: Limits, server_name: str, server_version: str) -> APIRouter:
+    from serving import oip_pipeline
+
     router = APIRouter(tags=["Open Inference Protocol v2"])
     metrics = manager.metrics
+
+    def v2_names() -> list[str]:
+        """Every v2 model: a pipeline per served model (its own name), and every graph."""
+        return sorted({*manager.entries, *manager.endpoints})
 
     @router.get("/v2", summary="Server metadata")
     def server_metadata() -> dict[str, Any]:
@@ -361,7 +383,7 @@ def build_router(manager: "ModelManager", limits: Limits, server_name: str, serv
     # before /v2/models/{name}, which would otherwise take "stats" for a model name
     @router.get("/v2/models/stats", summary="Inference statistics for every model")
     def all_stats() -> dict[str, Any]:
-        return {"model_stats": [_stats(manager, v2) for v2 in sorted(manager.endpoints)]}
+        return {"model_stats": [_stats(manager, v2) for v2 in v2_names()]}
 
     def ready_response(name: str) -> Response:
         ok, reason = manager.model_status(name)
@@ -378,6 +400,8 @@ def build_router(manager: "ModelManager", limits: Limits, server_name: str, serv
         return ready_response(name)
 
     def metadata(name: str) -> dict[str, Any]:
+        if name in manager.entries:  # the pipeline model: the card's typed inputs
+            return oip_pipeline.pipeline_metadata(manager.ready_entry(name).card)
         endpoint = manager.ready_endpoint(name)
         return model_metadata(endpoint, manager.entries[endpoint.model].pipeline.backend)
 
@@ -392,6 +416,9 @@ def build_router(manager: "ModelManager", limits: Limits, server_name: str, serv
 
     @router.get("/v2/models/{name}/config", summary="Model configuration (Triton's config.pbtxt fields as JSON)")
     def get_config(name: str) -> dict[str, Any]:
+        if name in manager.entries:
+            entry = manager.ready_entry(name)
+            return oip_pipeline.pipeline_config(entry.card, entry.graphs, manager.device)
         endpoint = manager.ready_endpoint(name)
         return model_config(endpoint, manager.entries[endpoint.model].pipeline.backend, manager)
 
@@ -403,7 +430,7 @@ def build_router(manager: "ModelManager", limits: Limits, server_name: str, serv
     @router.post("/v2/repository/index", summary="Every v2 model with its state")
     def repository_index() -> list[dict[str, Any]]:
         out = []
-        for v2, endpoint in sorted(manager.endpoints.items()):
+        for v2 in v2_names():
             ok, reason = manager.model_status(v2)
             item = {"name": v2, "version": MODEL_VERSION, "state": "READY" if ok else "UNAVAILABLE"}
             if reason:
@@ -413,7 +440,7 @@ def build_router(manager: "ModelManager", limits: Limits, server_name: str, serv
 
     @router.get("/v2/models/{name}/stats", summary="Inference statistics (Triton's statistics extension)")
     def stats(name: str) -> dict[str, Any]:
-        return {"model_stats": [_stats(manager, manager.endpoint(name).name)]}
+        return {"model_stats": [_stats(manager, name if name in manager.entries else manager.endpoint(name).name)]}
 
     infer_doc = {
         "requestBody": {
@@ -426,6 +453,8 @@ def build_router(manager: "ModelManager", limits: Limits, server_name: str, serv
     }
 
     async def infer(name: str, request: Request) -> Response:
+        if name in manager.entries:
+            return await infer_pipeline(name, request)
         started = time.perf_counter()
         label = name
         try:
@@ -455,6 +484,40 @@ def build_router(manager: "ModelManager", limits: Limits, server_name: str, serv
                 metrics.request_done(label, time.perf_counter() - started, failure_reason(err.status))
             raise
         metrics.request_done(label, time.perf_counter() - started)
+        media = headers.pop("content-type")
+        return Response(content=body_out, media_type=media, headers=headers)
+
+    async def infer_pipeline(name: str, request: Request) -> Response:
+        """The pipeline model: the card's typed inputs in, "result" (+ "images") out."""
+        started = time.perf_counter()
+        try:
+            entry = manager.ready_entry(name)
+            card = entry.card
+            raw = await request.body()
+            encoding, header_length = request.headers.get("content-encoding"), request.headers.get(HEADER_LENGTH)
+            loop = asyncio.get_running_loop()
+            graph_twin = f"{name}.{name}" if name in card.graphs else ""
+            hint = f" (graph {name!r} of this model is served as {graph_twin!r})" if graph_twin else ""
+
+            def decode() -> Any:  # inflating, parsing and image decoding stay off the event loop
+                body = decompress_body(raw, encoding, limits.max_body_bytes)
+                document, binary = split_body(body, header_length)
+                parsed = oip_pipeline.parse_pipeline_request(document, binary, card, limits, hint)
+                try:
+                    values = card.parse_inputs(parsed.inputs)
+                    options = card.parse_options(parsed.options)
+                except ValueError as err:
+                    raise BadRequest(f"model {name!r}: {err}") from None
+                return parsed, values, {key: options[key] for key in parsed.options}
+
+            parsed, values, options = await loop.run_in_executor(manager.predict_pool, decode)
+            result = await manager.predict(entry, card.pipeline_input(values), options, parsed.timeout_s)
+            names, arrays = await loop.run_in_executor(manager.predict_pool, oip_pipeline.result_tensors, card, result)
+            body_out, headers = await loop.run_in_executor(manager.predict_pool, encode_infer_response, name, parsed, names, arrays)
+        except ServingError as err:
+            metrics.request_done(name, time.perf_counter() - started, failure_reason(err.status))
+            raise
+        metrics.request_done(name, time.perf_counter() - started)
         media = headers.pop("content-type")
         return Response(content=body_out, media_type=media, headers=headers)
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 FAKE = "fake-anomaly"
+FAKE_GRAPH = f"{FAKE}.{FAKE}"  # its graph named like the model: the bare name is the pipeline-level v2 model
 BROKEN = "fake-broken"
 SIZE = 8
 MAX_BODY = 2_000_000  # the shared test server's limits

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from serving_support import BROKEN, FAKE, expected_outputs, http, live, png_bytes
+from serving_support import BROKEN, FAKE, FAKE_GRAPH, expected_outputs, http, live, png_bytes
 
 from serving import create_app
 from zoo.registry import create_model
@@ -30,13 +30,13 @@ def test_onnxruntime_backend_serves_exported_graphs(export_root):
     app = create_app([FAKE, BROKEN], backend="onnxruntime", export_dir=export_root, random_weights=True)
     x = np.random.default_rng(2).random((2, 3, 8, 8), dtype=np.float32)
     with live(app) as server:
-        endpoint = app.state.manager.endpoints[FAKE]
+        endpoint = app.state.manager.endpoints[FAKE_GRAPH]
         assert isinstance(endpoint.direct, OnnxRuntimeRunner)  # the batcher calls the ONNX Runtime session
         client = triton.InferenceServerClient(server.url.removeprefix("http://"))
-        assert client.get_model_metadata(FAKE)["platform"] == "onnxruntime_onnx"
+        assert client.get_model_metadata(FAKE_GRAPH)["platform"] == "onnxruntime_onnx"
         tensor = triton.InferInput("image", [2, 3, 8, 8], "FP32")
         tensor.set_data_from_numpy(x)
-        result = client.infer(FAKE, [tensor])
+        result = client.infer(FAKE_GRAPH, [tensor])
         np.testing.assert_allclose(result.as_numpy("anomaly_map"), expected_outputs(x)[0], atol=1e-5)
         pooled = np.random.default_rng(3).random((1, 3, 5, 7), dtype=np.float32)
         tensor = triton.InferInput("image", [1, 3, 5, 7], "FP32")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from serving_support import FAKE, expected_outputs, http, live, png_bytes
+from serving_support import FAKE, FAKE_GRAPH, expected_outputs, http, live, png_bytes
 
 from serving import BatchingConfig, create_app
 from serving.batching import GraphBatcher, is_batchable
@@ -131,7 +131,7 @@ def test_server_batches_v2_and_rest_alike(fakes):
             body = {"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": x.ravel().tolist()}]}
             with http(server.url) as h:
                 barrier.wait()
-                return h.post(f"/v2/models/{FAKE}/infer", json=body).json()
+                return h.post(f"/v2/models/{FAKE_GRAPH}/infer", json=body).json()
 
         with ThreadPoolExecutor(len(xs)) as pool:
             answers = list(pool.map(v2, xs))
@@ -168,7 +168,7 @@ def test_server_queue_full_and_timeout(fakes):
         def post(delay, payload=body):
             time.sleep(delay)
             with http(server.url) as h:
-                return h.post(f"/v2/models/{FAKE}/infer", json=payload)
+                return h.post(f"/v2/models/{FAKE_GRAPH}/infer", json=payload)
 
         with ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(post, d) for d in (0.0, 0.1, 0.2)]
@@ -181,5 +181,5 @@ def test_server_queue_full_and_timeout(fakes):
         assert post(0).status_code == 200
         with http(server.url) as h:
             metrics = h.get("/metrics").text
-    assert f'nv_inference_request_failure{{model="{FAKE}",version="1",reason="REJECTED"}} 1' in metrics
-    assert f'nv_inference_request_failure{{model="{FAKE}",version="1",reason="CANCELED"}} 1' in metrics
+    assert f'nv_inference_request_failure{{model="{FAKE_GRAPH}",version="1",reason="REJECTED"}} 1' in metrics
+    assert f'nv_inference_request_failure{{model="{FAKE_GRAPH}",version="1",reason="CANCELED"}} 1' in metrics

@@ -12,7 +12,6 @@ from serving_support import http, live, png_bytes, real_model_names
 
 from serving import BatchingConfig, create_app
 from serving.oip import triton_dtype
-from serving.rest import input_kind
 
 NAMES = real_model_names()
 
@@ -47,6 +46,7 @@ def test_model_serves(name):
             if endpoint.batch_dim:
                 _check_batching_equivalence(server.url.removeprefix("http://"), v2, spec, inputs, want)
         _check_rest(server, entry.card)
+        _check_pipeline_v2(client, entry.card)
 
 
 def _check_batching_equivalence(url, v2, spec, inputs, want):
@@ -71,8 +71,8 @@ def _check_rest(server, card):
     from zoo.results import RESULT_TYPES
 
     rng = np.random.default_rng(0)
-    files = {n: (f"{n}.png", png_bytes(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)), "image/png") for n in card.inputs if input_kind(n) == "image"}
-    data = {n: "HELLO" for n in card.inputs if input_kind(n) == "text"}
+    files = {i.name: (f"{i.name}.png", png_bytes(rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)), "image/png") for i in card.image_inputs}
+    data = {i.name: "HELLO" for i in card.inputs if i.kind == "text"}
     with http(server.url) as h:
         response = h.post(f"/models/{card.name}/predict", files=files or None, data={**data, "overlay": "true"})
     assert response.status_code == 200, response.text
@@ -82,11 +82,45 @@ def _check_rest(server, card):
     assert document["result"]["type"] == expected_type
 
 
+def _check_pipeline_v2(client, card):
+    """The pipeline-level v2 model (the model's own name): the card's typed inputs in, the
+    result's JSON (and its images) out, through tritonclient."""
+    import json
+
+    meta = client.get_model_metadata(card.name)
+    assert [i["name"] for i in meta["inputs"]] == [f.name for f in (*card.inputs, *card.options)]
+    rng = np.random.default_rng(1)
+    examples = {
+        "image": ("UINT8", lambda: rng.integers(0, 255, (48, 40, 3), dtype=np.uint8)),
+        "mask": ("UINT8", lambda: (rng.random((48, 40)) > 0.5).astype(np.uint8) * 255),
+        "text": ("BYTES", lambda: np.array([b"HELLO"], dtype=np.object_)),
+        "boxes": ("FP32", lambda: np.array([[2, 2, 20, 30]], np.float32)),
+        "polygons": ("BYTES", lambda: np.array([b"[[[2, 2], [20, 2], [20, 30]]]"], dtype=np.object_)),
+    }
+    tensors = []
+    for spec in card.inputs:
+        if spec.required:
+            datatype, make = examples[spec.kind]
+            value = make()
+            tensor = triton.InferInput(spec.name, list(value.shape), datatype)
+            tensor.set_data_from_numpy(value)
+            tensors.append(tensor)
+    result = client.infer(card.name, tensors)
+    document = json.loads(result.as_numpy("result")[0])
+    from zoo.results import RESULT_TYPES
+
+    assert document["type"] == RESULT_TYPES[card.result_type](**_empty_fields(card.result_type)).to_json()["type"]
+    if any(o["name"] == "images" for o in meta["outputs"]):
+        images = result.as_numpy("images")
+        assert images.dtype == np.uint8 and images.ndim == 4 and images.shape[0] >= 1
+
+
 def _empty_fields(result_type: str) -> dict:
     """Smallest valid instance of each result type, to read its JSON "type" tag."""
     empty = {
         "AnomalyResult": {"score": 0.0, "map": np.zeros((1, 1))},
         "ImageResult": {"images": [np.zeros((1, 1, 3), np.uint8)]},
+        "Generation": {"images": [np.zeros((1, 1, 3), np.uint8)]},
         "Detections": {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "labels": np.zeros(0)},
         "Segmentation": {"kind": "semantic", "segment_map": np.zeros((1, 1))},
         "Grounding": {"box": np.zeros(4)},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from serving_support import BROKEN, FAKE, http, live, png_bytes
+from serving_support import BROKEN, FAKE, FAKE_GRAPH, http, live, png_bytes
 
 from serving import BatchingConfig, create_app
 from serving.metrics import Counter, Histogram, Registry, ServingMetrics, failure_reason
@@ -29,7 +29,7 @@ def test_text_format_by_hand():
 
 
 def test_failure_reasons():
-    assert [failure_reason(s) for s in (400, 404, 413, 503, 504, 500, 302)] == ["REJECTED", "REJECTED", "REJECTED", "REJECTED", "CANCELED", "BACKEND", "OTHER"]
+    assert [failure_reason(s) for s in (400, 404, 413, 503, 504, 500, 302)] == ["OTHER", "OTHER", "OTHER", "REJECTED", "CANCELED", "BACKEND", "OTHER"]
     metrics = ServingMetrics()
     metrics.batch_done("g", rows=3, compute_s=0.002, queue_s=[0.001, 0.003])
     assert metrics.inference_count.value(model="g", version="1") == 3
@@ -51,16 +51,17 @@ def test_server_metrics_count_traffic(fakes):
     with live(app) as server, http(server.url) as h:
         before = h.get("/metrics")
         assert before.headers["content-type"].startswith("text/plain; version=0.0.4")
-        assert sample(before.text, "nv_inference_request_success", model=FAKE, version="1") == 0
+        assert sample(before.text, "nv_inference_request_success", model=FAKE_GRAPH, version="1") == 0
         for _ in range(2):
-            assert h.post(f"/v2/models/{FAKE}/infer", json=good).status_code == 200
-        assert h.post(f"/v2/models/{FAKE}/infer", json=bad).status_code == 400
+            assert h.post(f"/v2/models/{FAKE_GRAPH}/infer", json=good).status_code == 200
+        assert h.post(f"/v2/models/{FAKE_GRAPH}/infer", json=bad).status_code == 400
         assert h.post(f"/models/{FAKE}/predict", content=png_bytes(image)).status_code == 200
         assert h.post(f"/v2/models/{BROKEN}/infer", json=good).status_code == 503
         text = h.get("/metrics").text
-    labels = {"model": FAKE, "version": "1"}
-    assert sample(text, "nv_inference_request_success", **labels) == 3  # two v2 + one REST
-    assert sample(text, "nv_inference_request_failure", **labels, reason="REJECTED") == 1
+    labels = {"model": FAKE_GRAPH, "version": "1"}  # the graph's batcher counts every row it ran, REST ones too
+    assert sample(text, "nv_inference_request_success", **labels) == 2  # two v2 graph requests
+    assert sample(text, "nv_inference_request_success", model=FAKE, version="1") == 1  # one REST request (the model's own label)
+    assert sample(text, "nv_inference_request_failure", **labels, reason="OTHER") == 1  # the bad request: not a rejection
     assert sample(text, "nv_inference_request_failure", model=BROKEN, version="1", reason="REJECTED") == 1
     assert sample(text, "nv_inference_count", **labels) == 7  # rows: 3 + 3 + 1
     assert sample(text, "nv_inference_exec_count", **labels) == 3  # executed one after another: no batching

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from serving_support import BROKEN, FAKE, MAX_BODY, expected_outputs, http
+from serving_support import BROKEN, FAKE, FAKE_GRAPH, MAX_BODY, expected_outputs, http
 from tritonclient.utils import InferenceServerException
 
 RNG = np.random.default_rng(0)
@@ -20,7 +20,7 @@ def client(server) -> triton.InferenceServerClient:
     return triton.InferenceServerClient(server.url.removeprefix("http://"))
 
 
-def infer(server, array: np.ndarray, binary: bool, model: str = FAKE, **kwargs):
+def infer(server, array: np.ndarray, binary: bool, model: str = FAKE_GRAPH, **kwargs):
     tensor = triton.InferInput("image", list(array.shape), "FP32")
     tensor.set_data_from_numpy(array, binary_data=binary)
     outputs = [triton.InferRequestedOutput("anomaly_map", binary_data=binary), triton.InferRequestedOutput("score", binary_data=binary)]
@@ -31,17 +31,17 @@ def test_health_and_metadata(server):
     c = client(server)
     assert c.is_server_live() and c.is_server_ready()
     assert c.get_server_metadata()["extensions"][0] == "binary_tensor_data"
-    meta = c.get_model_metadata(FAKE)
+    meta = c.get_model_metadata(FAKE_GRAPH)
     assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 3, 8, 8]}]
     assert meta["outputs"] == [{"name": "anomaly_map", "datatype": "FP32", "shape": [-1, 1, 8, 8]}, {"name": "score", "datatype": "FP32", "shape": [-1]}]
     pool = c.get_model_metadata("pool")  # named after its graph, as in the Triton repository export writes
     assert pool["inputs"][0]["shape"] == [-1, 3, -1, -1] and pool["outputs"][0]["shape"] == [-1, 3]
     assert c.get_model_metadata(f"{FAKE}.pool")["name"] == "pool"  # model.graph alias
-    config = c.get_model_config(FAKE)
+    config = c.get_model_config(FAKE_GRAPH)
     assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == [3, 8, 8] and config["output"][1]["dims"] == []
     assert config["dynamic_batching"]["max_queue_delay_microseconds"] == 20000
     index = {m["name"]: m["state"] for m in c.get_model_repository_index()}
-    assert index == {FAKE: "READY", "pool": "READY", BROKEN: "UNAVAILABLE"}
+    assert index == {FAKE: "READY", FAKE_GRAPH: "READY", "pool": "READY", BROKEN: "UNAVAILABLE", f"{BROKEN}.{BROKEN}": "UNAVAILABLE"}
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -53,7 +53,7 @@ def test_tritonclient_infer(server, binary):
     np.testing.assert_allclose(result.as_numpy("score"), want_score, rtol=0, atol=1e-6)
     raw = result.get_response()
     assert ("binary_data_size" in raw["outputs"][0].get("parameters", {})) == binary
-    assert raw["model_name"] == FAKE and raw["model_version"] == "1"
+    assert raw["model_name"] == FAKE_GRAPH and raw["model_version"] == "1"
 
 
 def test_tritonclient_defaults_id_and_compression(server):
@@ -61,7 +61,7 @@ def test_tritonclient_defaults_id_and_compression(server):
     tensor = triton.InferInput("image", [1, 3, 8, 8], "FP32")
     tensor.set_data_from_numpy(x)
     # no requested outputs: the client asks for all of them in binary
-    result = client(server).infer(FAKE, [tensor], request_id="req-7", request_compression_algorithm="gzip")
+    result = client(server).infer(FAKE_GRAPH, [tensor], request_id="req-7", request_compression_algorithm="gzip")
     assert result.get_response()["id"] == "req-7"
     np.testing.assert_allclose(result.as_numpy("score"), expected_outputs(x)[1], atol=1e-6)
     pooled = np.random.default_rng(1).random((2, 3, 6, 5), dtype=np.float32)
@@ -75,7 +75,7 @@ def test_raw_json_infer(server):
     x = RNG.random((2, 3, 8, 8), dtype=np.float32)
     body = {"id": "raw", "inputs": [{"name": "image", "shape": [2, 3, 8, 8], "datatype": "FP32", "data": x.tolist()}]}  # nested lists
     with http(server.url) as h:
-        response = h.post(f"/v2/models/{FAKE}/infer", json=body)
+        response = h.post(f"/v2/models/{FAKE_GRAPH}/infer", json=body)
     assert response.status_code == 200, response.text
     document = response.json()
     outputs = {o["name"]: o for o in document["outputs"]}
@@ -91,7 +91,7 @@ def test_binary_request_by_hand(server):
     head = json.dumps({"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": len(blob)}}],
                        "outputs": [{"name": "score", "parameters": {"binary_data": True}}]}).encode()
     with http(server.url) as h:
-        response = h.post(f"/v2/models/{FAKE}/infer", content=head + blob, headers={"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"})
+        response = h.post(f"/v2/models/{FAKE_GRAPH}/infer", content=head + blob, headers={"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"})
     assert response.status_code == 200, response.text
     n = int(response.headers["Inference-Header-Content-Length"])
     document = json.loads(response.content[:n])
@@ -139,7 +139,7 @@ BAD_JSON_REQUESTS = [
 @pytest.mark.parametrize("body,status,message", BAD_JSON_REQUESTS)
 def test_bad_json_requests(server, body, status, message):
     with http(server.url) as h:
-        response = h.post(f"/v2/models/{FAKE}/infer", json=body)
+        response = h.post(f"/v2/models/{FAKE_GRAPH}/infer", json=body)
         assert response.status_code == status, response.text
         assert message in response.json()["error"]
         assert h.get("/v2/health/live").status_code == 200
@@ -167,7 +167,7 @@ def test_bad_binary_and_transport(server):
     ]
     with http(server.url) as h:
         for (body, headers), status, message in cases:
-            response = h.post(f"/v2/models/{FAKE}/infer", content=body, headers=headers)
+            response = h.post(f"/v2/models/{FAKE_GRAPH}/infer", content=body, headers=headers)
             assert response.status_code == status, (message, response.text)
             assert message in response.json()["error"], response.text
         unknown = h.post("/v2/models/nope/infer", json=_v2([1, 3, 8, 8]))
@@ -176,9 +176,9 @@ def test_bad_binary_and_transport(server):
         assert h.get("/v2/models/nope/ready").status_code == 404
         assert h.get("/no/such/route").json() == {"error": "Not Found"}
         # a body over the limit: refused from Content-Length, and when streamed without one
-        big = h.post(f"/v2/models/{FAKE}/infer", content=bytes(MAX_BODY + 1))
+        big = h.post(f"/v2/models/{FAKE_GRAPH}/infer", content=bytes(MAX_BODY + 1))
         assert big.status_code == 413 and "over the" in big.json()["error"]
-        chunked = h.post(f"/v2/models/{FAKE}/infer", content=iter([bytes(MAX_BODY // 2)] * 3))
+        chunked = h.post(f"/v2/models/{FAKE_GRAPH}/infer", content=iter([bytes(MAX_BODY // 2)] * 3))
         assert chunked.status_code == 413
     # still serving
     x = RNG.random((1, 3, 8, 8), dtype=np.float32)
@@ -189,5 +189,5 @@ def test_tritonclient_sees_error_messages(server):
     tensor = triton.InferInput("image", [1, 3, 4, 4], "FP32")
     tensor.set_data_from_numpy(np.zeros((1, 3, 4, 4), np.float32))
     with pytest.raises(InferenceServerException) as err:
-        client(server).infer(FAKE, [tensor])
+        client(server).infer(FAKE_GRAPH, [tensor])
     assert err.value.status() == "400" and "dimension 2 must be 8" in err.value.message()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from serving_support import FAKE, http, live
+from serving_support import FAKE, FAKE_GRAPH, http, live
 from tritonclient.utils import InferenceServerException
 
 from serving import create_app
@@ -55,5 +55,5 @@ def test_key_is_required_when_set(fakes, monkeypatch):
         with pytest.raises(InferenceServerException) as err:
             client.infer(FAKE, [tensor])
         assert err.value.status() == "401"
-        result = client.infer(FAKE, [tensor], headers={"Authorization": f"Bearer {KEY}"})
+        result = client.infer(FAKE_GRAPH, [tensor], headers={"Authorization": f"Bearer {KEY}"})
         assert result.as_numpy("score").tolist() == [0.0]

@@ -206,3 +206,25 @@ def test_config_checks():
         LCTConfig(out_norm="batch")
     with pytest.raises(KeyError):
         preset_config("huge")
+
+
+def test_consistency_graph_exports_to_onnx(tmp_path):
+    """f(x, sigma) is one graph: exported at batch 2 (TorchScript exporter, the fast one here; the
+    dynamo exporter was checked by hand too), run by onnxruntime at batch 3."""
+    import numpy as np
+    import onnxruntime as ort
+
+    torch.manual_seed(0)
+    model = build_model(preset_config("micro")).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    path = tmp_path / "f.onnx"
+    torch.onnx.export(model, (torch.randn(2, 4, 8, 8), torch.tensor([1.0, 20.0])), str(path), dynamo=False,
+                      opset_version=17, input_names=["x", "sigma"], output_names=["x0"],
+                      dynamic_axes={"x": {0: "batch"}, "sigma": {0: "batch"}, "x0": {0: "batch"}})
+    x, sigma = torch.randn(3, 4, 8, 8), torch.tensor([0.002, 2.0, 80.0])
+    out = ort.InferenceSession(str(path)).run(None, {"x": x.numpy(), "sigma": sigma.numpy()})[0]
+    with torch.no_grad():
+        ref = model(x, sigma).numpy()
+    assert np.abs(out - ref).max() < 1e-4
+    np.testing.assert_array_equal(out[0], x[0].numpy())  # the boundary condition survives export

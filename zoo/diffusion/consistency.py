@@ -28,7 +28,7 @@ sigmas[N - 1] = sigma_min; a training pair is (sigmas[i], sigmas[i + 1]) for i i
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -113,9 +113,9 @@ class ConsistencyParametrisation(nn.Module):
         return edm_scalings(sigma, self.sigma_data)
 
     def forward(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        sigma = torch.as_tensor(sigma, device=x.device).to(torch.float32).reshape(-1)
-        if sigma.numel() == 1 and x.shape[0] != 1:
-            sigma = sigma.expand(x.shape[0])
+        if not isinstance(sigma, Tensor):
+            sigma = torch.tensor(float(sigma))
+        sigma = sigma.to(device=x.device, dtype=torch.float32).reshape(-1).expand(x.shape[0])
         c_skip, c_out, c_in = (c.reshape(-1, *([1] * (x.ndim - 1))) for c in self.scalings(sigma))
         x32 = x.to(torch.float32)
         out = self.net((c_in * x32).to(x.dtype), noise_conditioning(sigma), class_labels)
@@ -206,7 +206,8 @@ def _randn(shape: Sequence[int], generator: torch.Generator | None, dtype: torch
 def sample_consistency(denoise: Denoiser, shape: Sequence[int], sigmas: Sequence[float],
                        generator: torch.Generator | None = None, sigma_min: float = SIGMA_MIN,
                        device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-                       noise: Tensor | None = None) -> Tensor:
+                       noise: Tensor | None = None,
+                       draw_noise: Callable[[Sequence[int]], Tensor] | None = None) -> Tensor:
     """CM Algorithm 1, multistep consistency sampling; one `denoise` call a step.
 
     x = sigmas[0] z; for each sigma_j: x0 = denoise(x, sigma_j); unless it was the last level,
@@ -214,13 +215,20 @@ def sample_consistency(denoise: Denoiser, shape: Sequence[int], sigmas: Sequence
     one-step generation); `denoise(x, sigma (B,)) -> x0` is one graph call (PyTorch module, ONNX
     session, ...). `noise` replaces the first draw (x = sigmas[0] * noise). Equal, step for step,
     to diffusers' `CMStochasticIterativeScheduler` with the same sigmas and generator
-    (clip_denoised=False: latents are not clipped)."""
+    (clip_denoised=False: latents are not clipped). `draw_noise(shape)` replaces every draw from
+    `generator` (e.g. one generator per image, so an image does not depend on its batch)."""
+    if draw_noise is not None:
+        def _draw(shape_: Sequence[int], gen: Any, dtype_: torch.dtype, device_: Any) -> Tensor:
+            out = draw_noise(tuple(shape_)).to(dtype_)
+            return out.to(device_) if device_ is not None else out
+    else:
+        _draw = _randn
     sigmas = [float(s) for s in sigmas]
     if not sigmas:
         raise ValueError("need at least one noise level")
     if any(b >= a for a, b in zip(sigmas, sigmas[1:])):
         raise ValueError(f"sigmas must be strictly descending, got {sigmas}")
-    first = noise if noise is not None else _randn(shape, generator, dtype, device)
+    first = noise if noise is not None else _draw(shape, generator, dtype, device)
     x = first.to(device=device if device is not None else first.device, dtype=dtype) * sigmas[0]
     batch = x.shape[0]
     for j, sigma in enumerate(sigmas):
@@ -228,7 +236,7 @@ def sample_consistency(denoise: Denoiser, shape: Sequence[int], sigmas: Sequence
         if j + 1 == len(sigmas):
             return x0
         nxt = max(sigmas[j + 1], sigma_min)
-        x = x0 + _randn(x.shape, generator, dtype, x.device) * math.sqrt(nxt ** 2 - sigma_min ** 2)
+        x = x0 + _draw(x.shape, generator, dtype, x.device) * math.sqrt(nxt ** 2 - sigma_min ** 2)
     raise AssertionError("unreachable")
 
 

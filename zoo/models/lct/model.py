@@ -180,10 +180,10 @@ class UNetBlock(nn.Module):
         if self.num_heads:
             b, c, height, width = x.shape
             heads = self.num_heads
-            # EDM's channel layout: (head, channel, q/k/v) in the qkv output
-            q, k, v = self.qkv(self.norm2(x)).reshape(b * heads, c // heads, 3, height * width).unbind(2)
-            a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-            x = self.proj(a.transpose(1, 2).reshape(b, c, height, width)) + x
+            # EDM's channel layout: (head, channel, q/k/v) in the qkv output; 4-D for SDPA
+            q, k, v = self.qkv(self.norm2(x)).reshape(b, heads, c // heads, 3, height * width).unbind(3)
+            a = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+            x = self.proj(a.transpose(-1, -2).reshape(b, c, height, width)) + x
         return x
 
 

@@ -1,10 +1,13 @@
 """The Gradio demo: one `gr.Blocks` app, one tab per registered model, built from its card.
 
-Each tab shows the card (paper, task, summary), one input widget per card input (an image
-upload for image-like inputs, a text box otherwise), one widget per option (slider, number,
-checkbox or dropdown from the `OptionSpec`), the bundled example inputs, and the result
-drawn (`result.draw(image)`, served as PNG so pixels compare exactly) beside its JSON.
-A model that lands in the registry later gets its tab without editing this file.
+Each tab shows the card (paper, task, summary), one input widget per typed card input, by
+its kind (an image upload for "image", a grayscale image for "mask", a text box for "text",
+a JSON text box for "boxes"/"polygons"), one widget per option (a slider where the range is
+known, else a number box that stays empty while the option is unset; a checkbox; a dropdown
+for choices and class labels), the bundled example inputs, and the result drawn
+(`result.draw(image)`, served as PNG so pixels compare exactly) beside its JSON. A generator
+(no inputs) shows its options and the grid of generated images. A model that lands in the
+registry later gets its tab without editing this file.
 
     demo = build_demo()                      # every registered model, loaded on first use
     demo.launch(server_name="127.0.0.1")     # or: zoo demo; zoo serve mounts it at /demo
@@ -30,17 +33,13 @@ if TYPE_CHECKING:
     import gradio as gr
 
     from zoo.pipeline import Pipeline
-    from zoo.registry import ModelCard, OptionSpec
+    from zoo.registry import InputSpec, ModelCard, OptionSpec
 
 log = logging.getLogger(__name__)
 
 PipelineGetter = Callable[[str], "Pipeline"]
-_IMAGE_WORDS = ("image", "mask", "photo", "face", "reference", "glyph", "frame")
-
-
-def input_kind(name: str) -> str:
-    """"image" for inputs named like images, "text" otherwise (cards name inputs, not kinds)."""
-    return "image" if any(word in name.lower() for word in _IMAGE_WORDS) else "text"
+UNSET = "empty: the model's default"
+_JSON_HINTS = {"boxes": "[[x0, y0, x1, y1], ...] in pixels", "polygons": "[[[x, y], [x, y], [x, y], ...], ...] in pixels"}
 
 
 def api_name(model: str) -> str:
@@ -124,31 +123,53 @@ def _option_widget(option: "OptionSpec") -> "gr.components.Component":
     info = option.help or None
     if option.kind == "bool":
         return gr.Checkbox(value=bool(option.default), label=label, info=info)
-    if option.choices:
-        return gr.Dropdown(choices=list(option.choices), value=option.default, label=label, info=info)
+    if option.choices:  # a label's choices are its class names: the name is shown and sent, the card parses it
+        value = option.choices[option.default] if option.kind == "label" and isinstance(option.default, int) else option.default
+        return gr.Dropdown(choices=list(option.choices), value=value, label=label, info=info)
     if option.kind in ("float", "int"):
         step = 1 if option.kind == "int" else 0.01
         if option.minimum is not None and option.maximum is not None and option.default is not None:
             return gr.Slider(minimum=option.minimum, maximum=option.maximum, value=option.default, step=step, label=label, info=info)
+        # An unset default stays empty (a placeholder, not a 0 the model would take for a value).
         return gr.Number(value=option.default, label=label, info=info, precision=0 if option.kind == "int" else None,
-                         minimum=option.minimum, maximum=option.maximum)
-    return gr.Textbox(value=option.default or "", label=label, info=info)
+                         minimum=option.minimum, maximum=option.maximum, placeholder=UNSET if option.default is None else None)
+    return gr.Textbox(value=option.default or "", label=label, info=info, placeholder=UNSET if option.default is None else None)
+
+
+def _input_widget(spec: "InputSpec") -> "gr.components.Component":
+    """The widget for one typed input, by its kind."""
+    import gradio as gr
+
+    info = spec.help or None
+    label = spec.name if spec.required else f"{spec.name} (optional)"
+    if spec.kind == "image":
+        return gr.Image(type="pil", label=label, sources=["upload", "clipboard"])
+    if spec.kind == "mask":
+        return gr.Image(type="pil", image_mode="L", label=f"{label}: white marks the region", sources=["upload", "clipboard"])
+    if spec.kind == "text":
+        if spec.choices:
+            return gr.Dropdown(choices=list(spec.choices), value=spec.default, label=label, info=info)
+        return gr.Textbox(value=spec.default or "", label=label, info=info, max_length=int(spec.maximum) if spec.maximum else None)
+    return gr.Textbox(value="", label=f"{label}: JSON", info=info, lines=2, placeholder=_JSON_HINTS[spec.kind])
 
 
 def _example_rows(card: "ModelCard") -> list[list[Any]]:
     """Bundled examples ("skimage:brick", paths) as files Gradio can show: one row per example."""
     from zoo.imageio import load_image
 
-    image_inputs = [n for n in card.inputs if input_kind(n) == "image"]
     if not card.examples or not card.inputs:
+        return []
+    # An example fills the first image input, or the first text input of a model without images.
+    target = (card.image_inputs or tuple(i for i in card.inputs if i.kind == "text") or (None,))[0]
+    if target is None:
         return []
     folder = Path(tempfile.gettempdir()) / "zoo-demo-examples"
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for example in card.examples:
         row: list[Any] = []
-        for name in card.inputs:
-            if input_kind(name) == "image" and name == image_inputs[0]:
+        for spec in card.inputs:
+            if spec is target and spec.is_image:
                 path = folder / (re.sub(r"[^0-9A-Za-z_.-]", "_", example) + ".png")
                 try:
                     if not path.exists():
@@ -158,7 +179,7 @@ def _example_rows(card: "ModelCard") -> list[list[Any]]:
                     row = []
                     break
                 row.append(str(path))
-            elif input_kind(name) == "text" and not image_inputs:
+            elif spec is target:
                 row.append(example)
             else:
                 row.append(None)
@@ -173,14 +194,11 @@ def _model_tab(card: "ModelCard", getter: PipelineGetter) -> None:
     gr.Markdown(_card_markdown(card))
     with gr.Row():
         with gr.Column():
-            inputs = [
-                gr.Image(type="pil", label=name, sources=["upload", "clipboard"]) if input_kind(name) == "image" else gr.Textbox(label=name)
-                for name in card.inputs
-            ]
+            inputs = [_input_widget(spec) for spec in card.inputs]
             options = [_option_widget(option) for option in card.options]
             button = gr.Button("Run", variant="primary")
         with gr.Column():
-            drawn = gr.Image(type="pil", format="png", label="result", interactive=False)
+            drawn = gr.Image(type="pil", format="png", label="generated" if card.is_generator else "result", interactive=False)
             as_json = gr.JSON(label="result JSON")
     rows = _example_rows(card)
     if rows:
@@ -194,41 +212,35 @@ def _runner(card: "ModelCard", getter: PipelineGetter) -> Callable[..., tuple[An
     def run(*values: Any) -> tuple[Any, dict[str, Any]]:
         from zoo.imageio import ImageDecodeError, load_image
 
-        given = dict(zip(card.inputs, values[: len(card.inputs)]))
+        count = len(card.inputs)
         raw_options = {}
-        for option, value in zip(card.options, values[len(card.inputs):]):
+        for option, value in zip(card.options, values[count:]):
             if value is None or (isinstance(value, str) and value == "" and option.kind != "str"):
                 continue  # left empty: the card's default
             raw_options[option.name] = value
+        raw_inputs: dict[str, Any] = {}
+        first_image = None
+        for spec, value in zip(card.inputs, values[:count]):
+            if value is None or (isinstance(value, str) and not value.strip() and not spec.is_image):
+                continue  # left empty: the card says whether that is allowed
+            if spec.is_image:
+                try:
+                    value = load_image(value) if spec.kind == "image" else value
+                except ImageDecodeError as err:
+                    raise gr.Error(f"input {spec.name!r}: {err}") from None
+                first_image = value if first_image is None else first_image
+            raw_inputs[spec.name] = value
         try:
             parsed = card.parse_options(raw_options)
+            prepared = card.parse_inputs(raw_inputs)
         except ValueError as err:
-            raise gr.Error(str(err)) from None
+            raise gr.Error(f"{card.name}: {err}") from None
         options = {key: parsed[key] for key in raw_options}  # predict fills in the defaults itself
-        prepared: dict[str, Any] = {}
-        first_image = None
-        for name, value in given.items():
-            if input_kind(name) == "image":
-                if value is None:
-                    raise gr.Error(f"{card.name} needs an image for {name!r}")
-                try:
-                    value = load_image(value)
-                except ImageDecodeError as err:
-                    raise gr.Error(f"{name}: {err}") from None
-                first_image = value if first_image is None else first_image
-            elif not value:
-                raise gr.Error(f"{card.name} needs a value for {name!r}")
-            prepared[name] = value
         try:
             pipeline = getter(card.name)
         except Exception as err:
             raise gr.Error(str(getattr(err, "message", err))) from None
-        if not card.inputs:
-            item: Any = None
-        elif len(card.inputs) == 1:
-            item = prepared[card.inputs[0]]
-        else:
-            item = prepared
+        item = card.pipeline_input(prepared)
         try:
             result = pipeline.predict(item, **options)
         except Exception as err:
@@ -237,7 +249,7 @@ def _runner(card: "ModelCard", getter: PipelineGetter) -> Callable[..., tuple[An
         return result.draw(first_image), result.to_json()
 
     # Named parameters (image, threshold, ...) so gradio_client callers can pass keywords.
-    names = [re.sub(r"\W", "_", n) for n in (*card.inputs, *(o.name for o in card.options))]
+    names = [re.sub(r"\W", "_", f.name) for f in (*card.inputs, *card.options)]
     run.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])  # type: ignore[attr-defined]
     return run
 

@@ -5,7 +5,8 @@ gauge, histogram) fit in this file. Names follow Triton's `nv_inference_*` famil
 dashboards built for Triton read ours:
 
 - `nv_inference_request_success` / `nv_inference_request_failure` (with a `reason` label:
-  REJECTED, CANCELED, BACKEND, OTHER, as Triton labels them): requests per model.
+  REJECTED, CANCELED, BACKEND, OTHER, as Triton labels them; see `failure_reason`): requests
+  per model, from v2, REST and the demo alike.
 - `nv_inference_count` (inferences, i.e. batch rows) and `nv_inference_exec_count` (batch
   executions): their ratio is the mean batch size.
 - `nv_inference_request_duration_us`, `nv_inference_queue_duration_us`,
@@ -231,11 +232,19 @@ class ServingMetrics:
 
 
 def failure_reason(status: int) -> str:
-    """Triton's failure reasons from our HTTP status: 4xx and 503 rejected, 504 canceled, 500 backend."""
+    """Triton's `reason` label from our HTTP status.
+
+    Triton's metrics guide ("Failure Count Categories") defines REJECTED as failures from a
+    request timeout in the scheduler (its core also rejects requests past `max_queue_size`),
+    CANCELED as requests cancelled in the core, BACKEND as failures while the model executes,
+    and OTHER as everything else. So: 503 (queue full, or the model not ready to take
+    requests) is REJECTED; 504 (deadline passed; the server cancels the work) CANCELED; 500
+    (the graph or pipeline raised) BACKEND; a bad request (400, 404, 413, 415, ...) is the
+    client's error, never REJECTED: OTHER."""
+    if status == 503:
+        return "REJECTED"
     if status == 504:
         return "CANCELED"
     if status == 500:
         return "BACKEND"
-    if 400 <= status < 500 or status == 503:
-        return "REJECTED"
     return "OTHER"

@@ -28,7 +28,7 @@ import torch
 
 from serving.batching import BatchingConfig, GraphBatcher, is_batchable
 from serving.errors import ExecutionError, ModelUnavailable, NotFound, QueueFull, ServingError
-from serving.metrics import ServingMetrics
+from serving.metrics import ServingMetrics, failure_reason
 from zoo.registry import parse_model_list
 
 if TYPE_CHECKING:
@@ -353,10 +353,11 @@ class ModelManager:
                 entry.inflight -= 1
 
     def pipeline(self, name: str) -> "Pipeline":
-        """For the demo: the loaded pipeline, or an error that says why there is none."""
+        """For the demo: the loaded pipeline (its predictions counted in the metrics under the
+        model's name, as REST ones are), or an error that says why there is none."""
         entry = self.ready_entry(name)
         assert entry.pipeline is not None
-        return entry.pipeline
+        return CountedPipeline(entry.pipeline, name, self.metrics)  # type: ignore[return-value]
 
     async def aclose(self) -> None:
         for endpoint in self.endpoints.values():
@@ -372,6 +373,29 @@ class ModelManager:
                     original = None if isinstance(endpoint.direct, TorchGraphRunner) else endpoint.direct
                     entry.pipeline.set_runner(endpoint.graph, original)
         self.predict_pool.shutdown(wait=False, cancel_futures=True)
+
+
+class CountedPipeline:
+    """A served pipeline whose `predict` calls count as requests in the metrics (the demo calls
+    the pipeline directly, not through a route); every other attribute is the pipeline's own."""
+
+    def __init__(self, pipeline: "Pipeline", name: str, metrics: ServingMetrics):
+        self._pipeline, self._name, self._metrics = pipeline, name, metrics
+
+    def predict(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            result = self._pipeline.predict(*args, **kwargs)
+        except Exception as err:
+            # a bad input (ValueError, ImageDecodeError) is the caller's: 400's reason; a raising graph 500's
+            status = err.status if isinstance(err, ServingError) else 400 if isinstance(err, ValueError) else 500
+            self._metrics.request_done(self._name, time.perf_counter() - started, failure_reason(status))
+            raise
+        self._metrics.request_done(self._name, time.perf_counter() - started)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipeline, name)
 
 
 def _raise_unless_ready(entry: ModelEntry) -> None:

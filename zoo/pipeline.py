@@ -29,11 +29,23 @@ class TensorSpec:
     value_range: tuple[float, float] = (0.0, 1.0)
 
     def concrete_shape(self, dims: dict[str, int]) -> tuple[int, ...]:
-        return tuple(d if isinstance(d, int) else dims[d] for d in self.shape)
+        return tuple(d if isinstance(d, int) else _dim_size(d, dims) for d in self.shape)
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
         return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+
+def _dim_size(name: str, dims: dict[str, int]) -> int:
+    """A named size, or one derived from a named size: "height/8" (an encoder's output) or
+    "latent_height*8" (a decoder's); KeyError when the name is unknown."""
+    if name in dims:
+        return dims[name]
+    for op in ("*", "/"):
+        base, found, factor = name.partition(op)
+        if found and base in dims:
+            return dims[base] * int(factor) if op == "*" else dims[base] // int(factor)
+    raise KeyError(name)
 
 
 @dataclass

@@ -28,17 +28,16 @@ class AutoencoderPipeline(Pipeline):
     max_batch = 32
 
     def graph_specs(self) -> list[GraphSpec]:
-        f, c = self.config.factor, self.config.latent_channels
+        f, c, rgb = self.config.factor, self.config.latent_channels, self.config.image_channels
         image_dims = {"batch": (1, 2, 16), "height": (4 * f, 8 * f, 64 * f), "width": (4 * f, 8 * f, 64 * f)}
         latent_dims = {"batch": (1, 2, 16), "latent_height": (4, 8, 64), "latent_width": (4, 8, 64)}
-        image = ("batch", self.config.image_channels, "height", "width")
-        latent = ("batch", c, "latent_height", "latent_width")
         return [
-            GraphSpec("encode", EncoderGraph(self.model), (TensorSpec("image", image),),
-                      (TensorSpec("latents", latent, value_range=(-2.0, 2.0)),), dims=image_dims,
-                      note=f"height and width must be multiples of {f} (the downsampling factor)"),
-            GraphSpec("decode", DecoderGraph(self.model), (TensorSpec("latents", latent, value_range=(-1.5, 1.5)),),
-                      (TensorSpec("image", ("batch", self.config.image_channels, "height", "width")),),
+            GraphSpec("encode", EncoderGraph(self.model), (TensorSpec("image", ("batch", rgb, "height", "width")),),
+                      (TensorSpec("latents", ("batch", c, f"height/{f}", f"width/{f}"), value_range=(-2.0, 2.0)),),
+                      dims=image_dims, note=f"height and width must be multiples of {f} (the downsampling factor)"),
+            GraphSpec("decode", DecoderGraph(self.model),
+                      (TensorSpec("latents", ("batch", c, "latent_height", "latent_width"), value_range=(-1.5, 1.5)),),
+                      (TensorSpec("image", ("batch", rgb, f"latent_height*{f}", f"latent_width*{f}")),),
                       dims=latent_dims, note=f"the image is {f}x the latent size"),
         ]
 

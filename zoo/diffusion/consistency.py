@@ -9,12 +9,13 @@ Sources (facts only; the code is ours):
   f(x, sigma) = c_skip(sigma) x + c_out(sigma) F(c_in(sigma) x, c_noise(sigma)) with
   c_skip(sigma_min) = 1, c_out(sigma_min) = 0 (Appendix C), and the multistep sampler (Algorithm 1).
 - Song & Dhariwal 2023, "Improved Techniques for Training Consistency Models" (iCT): the
-  discretisation curriculum N(k) (Sec. 3.4, eq. 8), the discretised lognormal distribution of
-  noise levels (Sec. 3.5), the weighting lambda(sigma_i) = 1 / (sigma_{i+1} - sigma_i) (Sec. 3.1)
-  and the Pseudo-Huber constant c = 0.00054 sqrt(d) (Sec. 3.3).
+  discretisation curriculum N(k) (its improved curriculum), the discretised lognormal distribution of
+  noise levels (its improved noise schedule), the weighting lambda = 1 / (sigma_i - sigma_{i+1}) (descending)
+  and the Pseudo-Huber constant c = 0.00054 sqrt(d). Paper sections are cited by name: we could not
+  check their numbers offline.
 - Dao et al. 2025, "Improved Training Technique for Latent Consistency Models" (sLCT), whose code
   (quandao10/LCT, `models/karras_diffusion.py`, `train_cm_latent.py`) fixes the exact forms used
-  here: c_noise = 1000 * 0.25 * ln(sigma), the adaptive c(N) schedule (Sec. 4.4), indices counted
+  here: c_noise = 1000 * 0.25 * ln(sigma), the adaptive c(N) schedule, indices counted
   from sigma_max (index 0) down to sigma_min (index N - 1).
 
 Two bugs of the diffusers iCT example script (examples/research_projects/consistency_training)
@@ -58,7 +59,7 @@ def karras_sigmas(n: int, sigma_min: float = SIGMA_MIN, sigma_max: float = SIGMA
 
 def consistency_scalings(sigma: Tensor, sigma_data: float = SIGMA_DATA,
                          sigma_min: float = SIGMA_MIN) -> tuple[Tensor, Tensor, Tensor]:
-    """(c_skip, c_out, c_in) of the consistency parametrisation (CM Appendix C, iCT Sec. 2):
+    """(c_skip, c_out, c_in) of the consistency parametrisation (CM Appendix C; iCT):
 
         c_skip = sigma_data^2 / ((sigma - sigma_min)^2 + sigma_data^2)
         c_out  = (sigma - sigma_min) sigma_data / sqrt(sigma^2 + sigma_data^2)
@@ -126,7 +127,7 @@ class ConsistencyParametrisation(nn.Module):
 
 
 def discretisation_steps(k: int, total_steps: int, s0: int = 10, s1: int = 640) -> int:
-    """iCT eq. 8, the exponential discretisation curriculum: the number of noise levels N at
+    """iCT's exponential discretisation curriculum: the number of noise levels N at
     training step k of K = total_steps,
 
         N(k) = min(s0 * 2^floor(k / K'), s1) + 1,   K' = floor(K / (log2 floor(s1 / s0) + 1)),
@@ -144,7 +145,7 @@ def discretisation_steps(k: int, total_steps: int, s0: int = 10, s1: int = 640) 
 
 
 def lognormal_step_weights(sigmas: Tensor, p_mean: float = -1.1, p_std: float = 2.0) -> Tensor:
-    """iCT Sec. 3.5: the discretised lognormal distribution over the N - 1 training pairs,
+    """iCT's improved noise schedule: the discretised lognormal distribution over the N - 1 training pairs,
     p(i) proportional to erf((ln sigma_i - P_mean) / (sqrt 2 P_std)) - erf((ln sigma_{i+1} - P_mean) / (sqrt 2 P_std))
     (sigmas descending, so each term is positive); returned normalised, length N - 1."""
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
@@ -161,19 +162,19 @@ def sample_step_indices(weights: Tensor, batch: int, generator: torch.Generator 
 
 
 def consistency_weights(sigmas: Tensor) -> Tensor:
-    """iCT Sec. 3.1: lambda(sigma_i) = 1 / (sigma_i - sigma_{i+1}) for each pair i (length N - 1)."""
+    """iCT's weighting function: lambda(sigma_i) = 1 / (sigma_i - sigma_{i+1}) for each pair i (length N - 1)."""
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
     return 1.0 / (sigmas[:-1] - sigmas[1:])
 
 
 def ict_c(data_dim: int) -> float:
-    """iCT Sec. 3.3: the robust-loss constant c = 0.00054 sqrt(d) for data of d dimensions
+    """iCT's Pseudo-Huber metric: the robust-loss constant c = 0.00054 sqrt(d) for data of d dimensions
     (0.0346 for 4 x 32 x 32 latents, the initial c of sLCT)."""
     return 0.00054 * math.sqrt(data_dim)
 
 
 def adaptive_c(num_scales: int) -> float:
-    """sLCT Sec. 4.4, the adaptive scaling-c schedule fitted to the loss statistics at each N
+    """sLCT's adaptive scaling-c scheduler fitted to the loss statistics at each N
     (authors' `train_cm_latent.py`, flag `--c-by-loss-std`): c(N) = exp(-1.15 ln(N - 1) - 0.85).
     About 0.0136, 0.0061, 0.0028, 0.0012, 0.00056, 0.00025 at N = 21, 41, 81, 161, 321, 641."""
     if num_scales < 2:

@@ -5,15 +5,15 @@ Paper: Dao et al., "Improved Training Technique for Latent Consistency Models", 
 exact forms follow the authors' code (quandao10/LCT `models/karras_diffusion.py`
 `KarrasDenoiser.consistency_losses`, `train_cm_latent.py`, `models/optimal_transport.py`):
 
-- consistency term (iCT Sec. 3, sLCT Sec. 3): x_i = x + sigma_i z and x_{i+1} = x + sigma_{i+1} z
+- consistency term (iCT; sLCT, latent consistency training): x_i = x + sigma_i z and x_{i+1} = x + sigma_{i+1} z
   with the same z; student f(x_i, sigma_i); target sg[f(x_{i+1}, sigma_{i+1})], the current
   student under stop-gradient (iCT's EMA rate 0: no teacher network); weight
-  lambda = 1 / (sigma_i - sigma_{i+1}); i from the discretised lognormal (iCT Sec. 3.5);
-- robust distance: Cauchy (sLCT Sec. 4.1) or Pseudo-Huber (iCT Sec. 3.3);
-- diffusion loss at early timesteps (sLCT Sec. 4.2);
-- OT coupling of data and noise within the minibatch (sLCT Sec. 4.3);
-- the adaptive c (sLCT Sec. 4.4) is chosen by the caller (`zoo.diffusion.consistency.loss_scale_c`);
-- Non-scaling LayerNorm (sLCT Sec. 4.5) lives in the network (`model.py`).
+  lambda = 1 / (sigma_i - sigma_{i+1}); i from the discretised lognormal (iCT's noise schedule);
+- robust distance: Cauchy (sLCT, "Cauchy loss") or Pseudo-Huber (iCT);
+- diffusion loss at early timesteps (sLCT);
+- OT coupling of data and noise within the minibatch (sLCT, OT coupling);
+- the adaptive c (sLCT, adaptive scaling-c scheduler) is chosen by the caller (`zoo.diffusion.consistency.loss_scale_c`);
+- Non-scaling LayerNorm (sLCT) lives in the network (`model.py`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _mean_sq(delta: Tensor) -> Tensor:
 
 
 def cauchy_loss(delta: Tensor, c: float) -> Tensor:
-    """sLCT Sec. 4.1, the Cauchy (Lorentzian) robust loss per sample:
+    """sLCT's Cauchy loss: the Cauchy (Lorentzian) robust loss per sample:
     log(1 + mean_d(delta^2) / (2 c^2)), the mean over all dimensions inside the log (authors'
     `loss_norm="cauchy"`: log(0.5 mean_d(delta^2) + c^2) - 2 log c, the same value). Its
     gradient falls off as 1 / |delta| for large residuals, so latent outliers weigh little."""
@@ -45,7 +45,7 @@ def cauchy_loss(delta: Tensor, c: float) -> Tensor:
 
 
 def pseudo_huber_loss(delta: Tensor, c: float, reduction: str = "sum") -> Tensor:
-    """iCT Sec. 3.3, the Pseudo-Huber loss per sample: sqrt(||delta||^2 + c^2) - c with the L2 norm
+    """iCT's Pseudo-Huber metric: the Pseudo-Huber loss per sample: sqrt(||delta||^2 + c^2) - c with the L2 norm
     over all dimensions (`reduction="sum"`, iCT's form with c = 0.00054 sqrt(d)). `reduction="mean"`
     is the authors' latent baseline (`loss_norm="huber"`: sqrt(mean_d(delta^2) + c^2) - c, with the
     same c)."""
@@ -66,7 +66,7 @@ def diffusion_weight(sigma: Tensor, sigma_data: float = 0.5) -> Tensor:
 
 @torch.no_grad()
 def ot_couple_noise(latents: Tensor, noise: Tensor, return_permutation: bool = False):
-    """sLCT Sec. 4.3, minibatch OT coupling: pair each latent x_i with the noise z_perm[i] that
+    """sLCT's OT coupling, minibatch OT: pair each latent x_i with the noise z_perm[i] that
     minimises sum_i ||x_i - z_perm[i]||^2 over the batch. The authors solve the exact EMD with uniform
     marginals (POT `ot.emd`) on the cost divided by its maximum; with equal batch sizes and uniform
     weights the optimal plan is a permutation, which the Hungarian algorithm (scipy
@@ -116,14 +116,14 @@ def consistency_loss(model: Callable[..., Tensor], latents: Tensor, num_scales: 
     - `num_scales` N: noise levels of the current curriculum stage (`discretisation_steps`); pair
       indices i in 0 .. N - 2 come from the discretised lognormal(p_mean, p_std) unless `indices`
       gives them; index 0 is sigma_max.
-    - `loss`: "cauchy" (sLCT Sec. 4.1) or "pseudo-huber" (iCT; `huber_reduction` "sum" = iCT's
+    - `loss`: "cauchy" (sLCT) or "pseudo-huber" (iCT; `huber_reduction` "sum" = iCT's
       L2 norm, "mean" = the authors' latent baseline); `c` its scale.
-    - Diffusion loss at early timesteps (sLCT Sec. 4.2; authors' `diff_indices = indices >=
+    - Diffusion loss at early timesteps (sLCT; authors' `diff_indices = indices >=
       int(0.75 N)`): for the samples whose pair index i >= floor(diffusion_start N) (the smallest
       noise levels), (1 / sigma_i^2 + 1 / sigma_data^2) mean_d((f(x_i, sigma_i) - x)^2), the clean
       latent as target, averaged over those samples (0 when there are none), times
       `diffusion_loss_weight` (5 in the paper; 0 turns it off).
-    - `ot_coupling`: reorder z by `ot_couple_noise` first (sLCT Sec. 4.3).
+    - `ot_coupling`: reorder z by `ot_couple_noise` first (sLCT's OT coupling).
 
     Returns the scalar "loss" and its parts "consistency" and "diffusion" (unweighted), plus
     "early_fraction" (share of the batch in the diffusion term).
@@ -144,7 +144,7 @@ def consistency_loss(model: Callable[..., Tensor], latents: Tensor, num_scales: 
     if indices.min() < 0 or indices.max() > num_scales - 2:
         raise ValueError(f"pair indices must lie in 0 .. {num_scales - 2}")
     sigma64, next64 = sigmas[indices], sigmas[indices + 1]
-    weight = (1.0 / (sigma64 - next64)).to(device, torch.float32)  # iCT Sec. 3.1, lambda(sigma_i)
+    weight = (1.0 / (sigma64 - next64)).to(device, torch.float32)  # iCT's weighting, lambda(sigma_i)
     sigma, sigma_next = sigma64.to(device, torch.float32), next64.to(device, torch.float32)
     view = (-1,) + (1,) * (latents.ndim - 1)
 

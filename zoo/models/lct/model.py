@@ -11,11 +11,11 @@ follow EDM's and timm's so a converter can map their state dicts by name.
 
 ADM as the authors run it on 32 x 32 x 4 latents (train_lct.sh): 128 channels, channel
 multipliers 1, 2, 3, 4, 4 residual blocks a level, self-attention at 16 x 16 and 8 x 8 with 64
-channels a head, embedding width 4 x 128, dropout 0, and (sLCT Sec. 4.5) the output GroupNorm
+channels a head, embedding width 4 x 128, dropout 0, and (sLCT) the output GroupNorm
 replaced by a full LayerNorm over [C, H, W] (`out_norm="layer"`; "group" is EDM's original,
 "nonscaling" the same LayerNorm without its learned scale).
 
-Non-scaling LayerNorm (NsLN, sLCT Sec. 4.5): y = (x - mean) / std + beta, a LayerNorm whose
+Non-scaling LayerNorm (NsLN, sLCT): y = (x - mean) / std + beta, a LayerNorm whose
 scale is fixed at 1 and only the shift is learned. The authors' DiT normalises queries and keys
 per head with it (timm `Attention(qk_norm=True, norm_layer=NonScalingLayerNorm)`); the block and
 final norms before adaLN modulation carry no affine parameters either way.
@@ -112,7 +112,7 @@ def preset_config(name: str, **overrides) -> LCTConfig:
 
 
 class NonScalingLayerNorm(nn.Module):
-    """NsLN (sLCT Sec. 4.5): LayerNorm over the trailing `normalized_shape` with the scale fixed
+    """NsLN (sLCT): LayerNorm over the trailing `normalized_shape` with the scale fixed
     at 1 and a learned shift, y = (x - mean) / sqrt(var + eps) + beta."""
 
     def __init__(self, normalized_shape, eps: float = 1e-5):
@@ -345,7 +345,7 @@ class Mlp(nn.Module):
 
 
 class DiTBlock(nn.Module):
-    """adaLN-Zero transformer block (DiT Sec. 3.2): parameter-free LayerNorms modulated by
+    """adaLN-Zero transformer block (DiT): parameter-free LayerNorms modulated by
     shift/scale from the conditioning, gated residuals initialised at zero."""
 
     def __init__(self, hidden: int, heads: int, mlp_ratio: float, norm: str, act: str):

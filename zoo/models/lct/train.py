@@ -39,17 +39,17 @@ class LCTTrainConfig(TrainConfig):
     optimizer: str = "radam"
     eps: float = 1e-4  # RAdam epsilon (read by training.optim.build_optimizer)
     ema_decay: float = 0.9999  # evaluation EMA (the consistency target is the live student)
-    loss: str = "cauchy"  # cauchy (sLCT Sec. 4.1) | pseudo-huber (iCT)
+    loss: str = "cauchy"  # cauchy (sLCT) | pseudo-huber (iCT)
     huber_reduction: str = "sum"  # pseudo-huber only: sum = iCT's L2 norm, mean = the authors' latent baseline
-    diffusion_loss_weight: float = 5.0  # sLCT Sec. 4.2; 0 turns the diffusion term off
+    diffusion_loss_weight: float = 5.0  # sLCT's early-timestep diffusion loss; 0 turns the diffusion term off
     diffusion_start: float = 0.75  # the term covers pair indices i >= floor(0.75 N)
-    ot_coupling: bool = True  # sLCT Sec. 4.3
-    adaptive_c: bool = True  # sLCT Sec. 4.4; off: c stays fixed
+    ot_coupling: bool = True  # sLCT's minibatch OT coupling
+    adaptive_c: bool = True  # sLCT's adaptive scaling-c; off: c stays fixed
     c: float = 0.0  # fixed / initial c; 0 = iCT's 0.00054 sqrt(d)
-    start_scales: int = 10  # s0 of the curriculum N(k) (iCT eq. 8)
+    start_scales: int = 10  # s0 of the curriculum N(k) (iCT's curriculum)
     end_scales: int = 640  # s1
     curriculum_steps: int = 0  # K of the curriculum; 0 = `steps`
-    p_mean: float = -1.1  # discretised lognormal over noise levels (iCT Sec. 3.5)
+    p_mean: float = -1.1  # discretised lognormal over noise levels (iCT's noise schedule)
     p_std: float = 2.0
 
     def __post_init__(self) -> None:

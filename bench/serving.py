@@ -175,6 +175,7 @@ def run(
     random_weights = card.demo_weights_path(variant) is None
     pipeline = create_model(model, variant, weights="random" if random_weights else None, device=device)
     graph = pipeline.graph_specs()[0]
+    v2_name = f"{model}.{graph.name}"  # the graph's alias on every server (its bare name may be the model's pipeline)
     x = graph_inputs(graph, 1)
     in_process = Timing()
     requests = int(requests or REQUESTS[quick])
@@ -218,7 +219,7 @@ def run(
             server.wait_ready()
         log(f"serving: both ready after {budget.elapsed:.0f} s")
         for server in servers.values():  # warm-up: first requests pay for lazy initialisation
-            load(server, graph, graph.name, 2, 6, 10.0)
+            load(server, graph, v2_name, 2, 6, 10.0)
 
         def in_process_round() -> None:
             for _ in range(IN_PROCESS_CALLS[quick]):
@@ -231,7 +232,7 @@ def run(
                     if budget.remaining < time_limit_s + 5:
                         document["skipped"].append({"round": round_index, "mode": mode, "concurrency": c, "reason": "time budget spent"})
                         continue
-                    result = load(servers[mode], graph, graph.name, c, requests, time_limit_s)
+                    result = load(servers[mode], graph, v2_name, c, requests, time_limit_s)
                     document["runs"].append({"round": round_index, "batching": mode, **result})
                     log(f"  round {round_index} batching {mode:<3} c{c:<3}: {result['throughput_rps']} req/s, p50 {round_sig(result['p50_ms'])} ms, "
                         f"p99 {round_sig(result['p99_ms'])} ms, {result['ok']}/{result['sent']} ok")

@@ -278,13 +278,15 @@ def sample_quality(
     Images: float (N, 3, H, W) in [0, 1] or uint8, arrays (N, H, W, 3), lists of HxWx3 arrays,
     a dataset of {"image": ...} items (e.g. ClassImageSet) or a `Generation`. `extractor`
     defaults to zoo's shipped feature net (`load_feature_net()`). The KID subset size is capped at
-    the smaller set. The result names its feature space and the sample counts, since neither FID
+    the smaller set (one subset when that is both whole sets). The result names its feature space and the sample counts, since neither FID
     nor KID is comparable across feature spaces or (FID) across sample counts.
     """
     extractor = load_feature_net() if extractor is None else extractor
     real = extract_features(real_images, extractor, batch_size)
     fake = extract_features(fake_images, extractor, batch_size)
     subset = min(kid_subset_size, len(real), len(fake))
+    if subset == len(real) == len(fake):
+        kid_subsets = 1  # every "subset" would be both whole sets: one is the same estimate
     kid_mean, kid_std = kid(real, fake, subsets=kid_subsets, subset_size=subset, seed=seed)
     precision, recall = precision_recall(real, fake, k=k)
     return {

@@ -245,14 +245,15 @@ def sample_consistency(denoise: Denoiser, shape: Sequence[int], sigmas: Sequence
 def sample_diffusion(denoise: Denoiser, shape: Sequence[int], sigmas: Sequence[float],
                      generator: torch.Generator | None = None, method: str = "heun",
                      device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-                     noise: Tensor | None = None) -> Tensor:
+                     noise: Tensor | None = None,
+                     draw_noise: Callable[[Sequence[int]], Tensor] | None = None) -> Tensor:
     """EDM Algorithm 1 (deterministic, S_churn = 0): solve dx/dsigma = (x - D(x, sigma)) / sigma
     from sigmas[0] down to 0 over the descending `sigmas` (a final sigma of 0 is appended).
 
     "euler": x <- x + (sigma_{i+1} - sigma_i) d_i, one call a level (n calls);
     "heun": the same Euler step corrected by the slope at the new point, d' = (x' - D(x', sigma_{i+1})) / sigma_{i+1},
     x <- x + (sigma_{i+1} - sigma_i)(d_i + d')/2, except on the last step to 0 (Euler): 2n - 1 calls.
-    x starts at sigmas[0] z (z from `generator`, or `noise`). The Euler path equals diffusers'
+    x starts at sigmas[0] z (z from `generator`, `draw_noise(shape)` or `noise`). The Euler path equals diffusers'
     `EDMEulerScheduler` on the same sigmas."""
     if method not in ("euler", "heun"):
         raise ValueError(f"method must be 'euler' or 'heun', got {method!r}")
@@ -262,7 +263,12 @@ def sample_diffusion(denoise: Denoiser, shape: Sequence[int], sigmas: Sequence[f
     if any(b >= a for a, b in zip(levels, levels[1:])):
         raise ValueError(f"sigmas must be strictly descending, got {levels}")
     levels.append(0.0)
-    first = noise if noise is not None else _randn(shape, generator, dtype, device)
+    if noise is not None:
+        first = noise
+    elif draw_noise is not None:
+        first = draw_noise(tuple(shape))
+    else:
+        first = _randn(shape, generator, dtype, device)
     x = first.to(device=device if device is not None else first.device, dtype=dtype) * levels[0]
     batch = x.shape[0]
 

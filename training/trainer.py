@@ -9,7 +9,10 @@ Reproducibility: on CPU with the same seed, a run that is interrupted (Ctrl-C, `
 holds because (1) the data order is a pure function of (seed, epoch) and the sampler resumes
 at the exact batch, (2) checkpoints hold the model, optimiser, scheduler, EMA, grad scaler
 and every global RNG state (one set a rank), (3) evaluation and finalize run with the RNG
-state preserved, (4) nothing else (loader creation, workers) draws from the global RNG.
+state preserved, (4) nothing else (loader creation, workers) draws from the global RNG. `zoo train`
+seeds before it builds the model, so two runs of one command are also bitwise equal. Bitwise
+holds for one thread count: CPU kernels split reductions by thread, so another
+`OMP_NUM_THREADS` moves the last bits (tests/training/test_cli_reproducible.py runs one thread).
 
 `out_dir/log.jsonl` holds one line a logged step, `{"step", <every scalar of training_step>,
 "lr", ["grad_norm" when clipping], "it_s", "time"}`, plus `{"step", "eval": {...}}` and

@@ -136,11 +136,13 @@ def train_command(
             _fail("--steps must be positive")
         config = config.override({"steps": str(steps)})
 
+    # Seed before the model exists: its random initialisation (and everything up to the loop,
+    # which reseeds with seed + rank) must be a function of --seed alone.
+    torch_seed(seed)
     try:
         pipeline = create_model(name, variant, weights=weights or "random", device="cpu")
     except (WeightsError, FileNotFoundError) as err:
         _fail(str(err))
-    torch_seed(seed)
     command = "zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     task = spec.build_task(pipeline.model, data, config, seed, Path(out))
     run_info = {"model": name, "variant": variant, "stage": stage, "data": data, "seed": seed, "command": command}

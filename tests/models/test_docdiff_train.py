@@ -132,3 +132,17 @@ def test_bench_pages_task_filter():
     torch.testing.assert_close(c0[0], mixed_clean[0], rtol=0, atol=0)
     with pytest.raises(ValueError):
         _pages(123, 1, 64, task="blur")
+
+
+def test_procedural_pages_are_a_function_of_the_arguments(tmp_path):
+    # A smaller or differently sized set in the same workdir must not keep pages of the earlier one.
+    from zoo.data.paired import PairedFolder
+    from zoo.models.docdiff.train import _procedural
+
+    folder = _procedural(tmp_path, "deblur", 3, 0, "train", 48)
+    assert len(PairedFolder(folder)) == 3
+    assert _procedural(tmp_path, "deblur", 3, 0, "train", 48) == folder  # reused as is
+    folder = _procedural(tmp_path, "deblur", 2, 0, "train", 48)
+    assert len(PairedFolder(folder)) == 2
+    folder = _procedural(tmp_path, "deblur", 2, 0, "train", 32)
+    assert PairedFolder(folder)[0]["clean"].shape[-2:] == (32, 32)

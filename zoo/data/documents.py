@@ -261,5 +261,6 @@ def generate_document_pairs(root: str | Path, task: str = "mixed", count: int = 
         write_png(root / "clean" / f"{i:05d}.png", clean)
     latin, cjk = available_fonts()
     write_json(root / "meta.json", {"generator": "zoo.data.documents", "task": task, "count": count, "seed": seed,
-                                    "split": split, "fonts": {"latin": len(latin), "cjk": len(cjk)}})
+                                    "split": split, "size": list(size), "sizes": [list(s) for s in sizes] if sizes else None,
+                                    "fonts": {"latin": len(latin), "cjk": len(cjk)}})
     return root

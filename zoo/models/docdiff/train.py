@@ -16,6 +16,7 @@ paired folder (degraded/ + clean/, see `zoo.data.paired`).
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,15 +79,21 @@ class DocDiffTrainable(nn.Module):
 
 
 def _procedural(workdir: Path, task: str, count: int, seed: int, split: str, size: int) -> Path:
-    """Generate (or reuse, when its meta.json matches) a procedural paired folder."""
+    """Generate (or reuse, when its meta.json matches every argument) a procedural paired folder.
+
+    A folder that does not match is emptied first, so that no page of an earlier, larger set
+    (or of another page size) stays behind for `PairedFolder` to pick up."""
     from zoo.data.documents import generate_document_pairs
 
     folder = workdir / "data" / f"{task}-{split}"
     meta = folder / "meta.json"
     if meta.is_file():
         info = json.loads(meta.read_text())
-        if (info.get("count"), info.get("seed"), info.get("task")) == (count, seed, task):
+        if (info.get("count"), info.get("seed"), info.get("task"), info.get("size")) == (count, seed, task, [size, size]):
             return folder
+        meta.unlink()
+    for sub in ("degraded", "clean"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
     return generate_document_pairs(folder, task=task, count=count, seed=seed, split=split, size=(size, size))
 
 

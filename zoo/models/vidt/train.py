@@ -164,15 +164,16 @@ def collate(items: Sequence[tuple[Tensor, dict[str, Any]]]) -> tuple[Tensor, lis
 
 def _procedural(workdir: Path, config: ViDTTrainConfig, seed: int) -> Path:
     """Generate (or reuse, when its meta.json matches) procedural shapes scenes in COCO format."""
-    from zoo.data.shapes import generate_shapes_dataset
+    from zoo.data.shapes import GENERATOR_VERSION, generate_shapes_dataset
 
     root = workdir / "data"
     splits = {"train": config.train_images, "val": config.val_images}
     meta = root / "meta.json"
     if meta.is_file():
         info = json.loads(meta.read_text())
-        if (info.get("seed"), info.get("image_size"), info.get("splits"), info.get("min_objects"), info.get("max_objects")) == (
-                seed, config.scene_size, splits, config.min_objects, config.max_objects):
+        if (info.get("version"), info.get("seed"), info.get("image_size"), info.get("splits"), info.get("min_objects"),
+                info.get("max_objects")) == (GENERATOR_VERSION, seed, config.scene_size, splits, config.min_objects,
+                                             config.max_objects):
             return root
     generate_shapes_dataset(root, splits=splits, seed=seed, image_size=config.scene_size,
                             min_objects=config.min_objects, max_objects=config.max_objects)

@@ -8,7 +8,7 @@ Its tensors are the card's typed inputs and options, so a v2 client runs the who
     image                         UINT8     [H, W, 3]   BYTES [1]: an encoded PNG/JPEG (base64 text in JSON data)
     mask                          UINT8     [H, W]      BYTES [1]: an encoded PNG/JPEG (base64 text in JSON data)
     text                          BYTES     [1]         (UTF-8)
-    boxes                         FP32      [N, 4]      BYTES [1]: JSON [[x0, y0, x1, y1], ...]
+    boxes                         FP32      [N, 4]      any number type; BYTES [1]: JSON [[x0, y0, x1, y1], ...]
     polygons                      BYTES     [1]         (JSON [[[x, y], ...], ...])
     int / label option            INT64     [1]         any one-element numeric tensor; BYTES [1] (a label's class name)
     float option                  FP32      [1]         any one-element numeric tensor; BYTES [1]
@@ -240,11 +240,18 @@ def _read_tensor(raw: dict[str, Any], spec: Any, binary: bytes, offset: int, car
         except UnicodeDecodeError:
             raise BadRequest(f"{where}: BYTES must hold UTF-8 text") from None
 
-    accepted = {native} if is_input else (_NUMERIC if native != "BYTES" else set())
+    if is_input:
+        accepted = _NUMERIC - {"BOOL"} if spec.kind == "boxes" else {native}  # integer boxes are boxes too
+    else:
+        accepted = _NUMERIC if native != "BYTES" else set()
     if datatype not in accepted:
-        alternatives = "BYTES holding an encoded PNG/JPEG" if is_input and spec.is_image else "BYTES"
-        wanted = native if is_input else ("a one-element numeric tensor" if accepted else "BYTES")
-        raise BadRequest(f"{where} has datatype {datatype!r}, expected {wanted} (or {alternatives}){hint}")
+        if is_input and spec.is_image:
+            wanted = f"{native} (or BYTES holding an encoded PNG/JPEG)"
+        elif is_input or not accepted:
+            wanted = native if native == "BYTES" else f"{native} or another number type (or BYTES holding JSON)"
+        else:
+            wanted = f"{native} (or any one-element numeric tensor, or BYTES)"
+        raise BadRequest(f"{where} has datatype {datatype!r}, expected {wanted}{hint}")
     dtype = TRITON_TO_NUMPY[datatype]
     if is_input:
         expected = INPUT_TENSORS[spec.kind][1]

@@ -249,6 +249,12 @@ def test_v2_raw_json_with_base64_image_and_parameters(typed_server):
     want[MASK > 127] = 0
     assert np.array_equal(np.array(outputs["images"]["data"], np.uint8).reshape(10, 12, 3), want)
     assert json.loads(outputs["result"]["data"][0])["info"]["boxes"] == 1
+    integer_boxes = {"inputs": [body["inputs"][0], _tensor("boxes", "INT64", [2, 4], [0, 0, 2, 3, 4, 4, 6, 6])], "parameters": {"prompt": "abc"}}
+    with http(typed_server.url) as h:
+        response = h.post(f"/v2/models/{EDITOR}/infer", json=integer_boxes)
+    assert response.status_code == 200, response.text
+    images = {o["name"]: o for o in response.json()["outputs"]}["images"]
+    assert np.array_equal(np.array(images["data"], np.uint8).reshape(10, 12, 3), edited("abc", [[0, 0, 2, 3], [4, 4, 6, 6]], mask=False))
 
 
 def _tensor(name, datatype, shape, data):
@@ -273,6 +279,8 @@ V2_400 = [
     (EDITOR, {"inputs": [_tensor("image", "BYTES", [1], ["bm90IGFuIGltYWdl"])]}, 400, "not an image"),
     (EDITOR, {"inputs": [_tensor("image", "UINT8", [2, 2, 3], [0] * 12)], "parameters": {"prompt": "a", "boxes": "[[0, 0, 1]]"}}, 400, "input 'boxes' expects boxes"),
     (EDITOR, {"inputs": [], "parameters": {"image": "x"}}, 400, "send it as a UINT8 or BYTES input tensor"),
+    (EDITOR, {"inputs": [_tensor("prompt", "INT64", [1], [7])]}, 400, "input 'prompt' has datatype 'INT64', expected BYTES"),
+    (EDITOR, {"inputs": [_tensor("boxes", "BOOL", [1, 4], [True] * 4)]}, 400, "input 'boxes' has datatype 'BOOL', expected FP32 or another number type"),
 ]
 
 

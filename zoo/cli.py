@@ -85,9 +85,26 @@ def info_command(
         params = ", ".join(f"{k} {v:,}" for k, v in entry["params"].items())
         demo = "  [demo weights]" if entry["demo_weights"] else ""
         typer.echo(f"  variant {vname}: {params}{demo}")
+    typer.echo(f"  inputs: {', '.join(_field_line(i) for i in card.inputs) or 'none (a generator: options only)'}")
+    for option in card.options:
+        typer.echo(f"  option {_field_line(option)}: {option.help}" if option.help else f"  option {_field_line(option)}")
     typer.echo(f"  graphs: {', '.join(card.graphs)}   train stages: {', '.join(card.train_stages)}")
     for metric in card.metrics:
         typer.echo(f"  measured {metric.name} = {metric.value:.4g} ({metric.variant}, {metric.data}; `{metric.command}`, {metric.date})")
+
+
+def _field_line(spec: Any) -> str:
+    """An input or option in one phrase: name (kind, default, range, choices)."""
+    parts = [spec.kind]
+    if getattr(spec, "required", True) is False or getattr(spec, "default", None) is not None:
+        parts.append(f"default {spec.default}" if spec.default is not None and not hasattr(spec.default, "shape") else "optional")
+    if spec.minimum is not None or spec.maximum is not None:
+        low, high = spec.minimum, spec.maximum
+        span = f"{low}..{high}" if low is not None and high is not None else (f">= {low}" if low is not None else f"<= {high}")
+        parts.append({"text": f"length {span}", "boxes": f"{span} boxes", "polygons": f"{span} polygons"}.get(spec.kind, span))
+    if spec.choices:
+        parts.append("|".join(spec.choices))
+    return f"{spec.name} ({', '.join(parts)})"
 
 
 @app.command("train")

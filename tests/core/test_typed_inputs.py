@@ -215,3 +215,26 @@ def test_cli_text_summary_of_a_detector_like_result(toy_model, tmp_path):
     assert lines[0] == f"{image}: anomaly" and any(line.startswith("  score: ") for line in lines)
     score = float(next(line for line in lines if line.startswith("  score: ")).split(": ")[1])
     assert math.isfinite(score) and "threshold: 0.5" in result.output
+
+
+def test_cli_info_lists_typed_inputs_and_options(typed_toys):
+    editor = runner.invoke(app, ["info", EDITOR])
+    assert editor.exit_code == 0, editor.output
+    assert "inputs: image (image), mask (mask, optional), prompt (text, length 1..40), boxes (boxes, optional, <= 4 boxes)" in editor.output
+    generator = runner.invoke(app, ["info", GENERATOR]).output
+    assert "inputs: none (a generator: options only)" in generator
+    assert "option class_label (label, default square, circle|square|triangle): class to draw" in generator
+    assert "option seed (int, default 0, >= 0): first seed" in generator
+
+
+def test_summary_lines_read_every_result_type():
+    from zoo.cli import summary_lines
+    from zoo.results import Detections, Segmentation
+
+    detections = Detections(np.array([[1, 2, 30.123, 40]]), np.array([0.91234]), np.array([1]), class_names=["a", "cat"]).to_json()
+    lines = summary_lines({k: v for k, v in detections.items() if k != "type"})
+    assert lines == ["detections: 1", "  - box=[1, 2, 30.12, 40], score=0.9123, label=1, name=cat"]
+    segmentation = Segmentation("semantic", np.zeros((4, 4)), segments=[{"id": 0, "label": 2}]).to_json(include_map=True)
+    lines = summary_lines({k: v for k, v in segmentation.items() if k != "type"})
+    assert "segment_map: 16 values, 0..0" in lines and "kind: semantic" in lines and "  - id=0, label=2" in lines
+    assert summary_lines({"images_png_base64": ["AAAA", "BBBB"]}) == ["images_png: 2 image(s), not printed (--out FILE draws them, --json carries them)"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import threading
 import time
@@ -34,6 +35,7 @@ from serving.metrics import ServingMetrics
 log = logging.getLogger(__name__)
 
 GraphFn = Callable[..., Sequence[torch.Tensor]]
+CANCEL_POLL_S = 0.05  # how often a worker thread waiting on a graph call looks at its cancel flag
 
 
 @dataclass
@@ -129,8 +131,11 @@ class GraphBatcher:
             if not pending.future.done():
                 pending.future.cancel()
 
-    def submit_threadsafe(self, inputs: Sequence[torch.Tensor], timeout_s: float | None = None) -> tuple[torch.Tensor, ...] | None:
+    def submit_threadsafe(self, inputs: Sequence[torch.Tensor], timeout_s: float | None = None,
+                          cancel: threading.Event | None = None) -> tuple[torch.Tensor, ...] | None:
         """From a worker thread (a pipeline's `run_graph`): queue and block for the outputs.
+        Once `cancel` is set the wait ends with RequestTimeout and the request, if still
+        queued, is dropped unrun.
 
         Returns None when no serving loop runs (or when called on the loop's own thread, where
         blocking would deadlock): the caller then runs the graph directly."""
@@ -138,7 +143,15 @@ class GraphBatcher:
         if loop is None or not loop.is_running() or loop.is_closed() or threading.get_ident() == self._loop_thread:
             return None
         future = asyncio.run_coroutine_threadsafe(self.submit(inputs, timeout_s), loop)
-        return future.result()
+        if cancel is None:
+            return future.result()
+        while True:
+            try:
+                return future.result(timeout=CANCEL_POLL_S)
+            except concurrent.futures.TimeoutError:
+                if cancel.is_set():
+                    future.cancel()  # cancels `submit`, whose pending request the worker then skips
+                    raise RequestTimeout(f"request to {self.name!r} cancelled: its prediction timed out") from None
 
     def bind(self, loop: asyncio.AbstractEventLoop, loop_thread: int) -> None:
         """Name the serving loop (from any thread) so that `submit_threadsafe` can reach it;

@@ -50,16 +50,33 @@ def v2_model_name(model: str, graph: str, taken: set[str] | frozenset[str] = fro
     return f"{model}.{graph}" if graph in taken else graph
 
 
+# The cancel flag of the prediction this worker thread runs (ModelManager.predict sets it).
+_running = threading.local()
+
+
+def _raise_if_cancelled(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        from serving.errors import RequestTimeout
+
+        raise RequestTimeout("prediction cancelled: its request timed out or went away")
+
+
 class BatchedRunner:
     """A pipeline graph runner that queues its call on the graph's batcher (from a worker
-    thread) and falls back to the direct call where no serving loop runs."""
+    thread) and falls back to the direct call where no serving loop runs.
+
+    Every graph call of a prediction passes here, so this is where a timed-out prediction
+    stops: a multi-step pipeline (DocDiff's sampler over tiles) raises at its next graph call
+    instead of running to the end for nobody, and a call still queued is dropped unrun."""
 
     def __init__(self, batcher: GraphBatcher, direct: Any):
         self.batcher = batcher
         self.direct = direct
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.batcher.submit_threadsafe(inputs)
+        cancel = getattr(_running, "cancel", None)
+        _raise_if_cancelled(cancel)
+        out = self.batcher.submit_threadsafe(inputs, cancel=cancel)
         return out if out is not None else tuple(self.direct(*inputs))
 
 
@@ -336,8 +353,17 @@ class ModelManager:
             entry.inflight += 1
         timeout_s = self.batching.timeout_s if timeout_s is None else timeout_s
         loop = asyncio.get_running_loop()
+        cancel = threading.Event()  # set when we stop waiting (timeout, client gone): the work stops too
+
+        def work() -> Any:
+            _running.cancel = cancel
+            try:
+                return entry.pipeline.predict(value, **options)
+            finally:
+                _running.cancel = None
+
         try:
-            future = loop.run_in_executor(self.predict_pool, lambda: entry.pipeline.predict(value, **options))
+            future = loop.run_in_executor(self.predict_pool, work)
             return await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
             raise RequestTimeout(f"prediction with {entry.name!r} timed out after {timeout_s:g} s") from None
@@ -349,6 +375,7 @@ class ModelManager:
             log.exception("model %s failed on a prediction", entry.name)
             raise ExecutionError(f"{entry.name} failed: {type(err).__name__}: {err}") from err
         finally:
+            cancel.set()
             with self._lock:
                 entry.inflight -= 1
 

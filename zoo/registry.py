@@ -26,8 +26,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Families imported on first use of the registry. A new family adds its module here.
-FAMILY_MODULES: tuple[str, ...] = ("zoo.models.efficientad", "zoo.models.docdiff", "zoo.models.vidt", "zoo.models.oneformer", "zoo.models.autoencoder")
+
+def family_modules() -> list[str]:
+    """Families imported on first use of the registry: every package under `zoo/models/`
+    (found by discovery, so adding a family never means editing this file) and any module
+    another distribution declares under the `zoo.models` entry point group."""
+    import pkgutil
+    from importlib.metadata import entry_points
+
+    import zoo.models
+
+    found = [f"zoo.models.{info.name}" for info in pkgutil.iter_modules(zoo.models.__path__) if info.ispkg]
+    found += [ep.value for ep in entry_points(group="zoo.models")]
+    return sorted(dict.fromkeys(found))
 
 
 OPTION_KINDS = ("int", "float", "bool", "str", "label")
@@ -475,7 +486,7 @@ def _load_families() -> None:
     if _LOADED:
         return
     _LOADED = True
-    for module in FAMILY_MODULES:
+    for module in family_modules():
         # One family failing to import (a missing optional package, a bug) must not take
         # the others down: it is logged and reported by family_errors().
         try:

@@ -119,3 +119,15 @@ def test_cuda_backend_on_a_gpu(toy_model):
     assert model.backend == "torch-cuda"
     result = model.predict(np.zeros((20, 30, 3), np.uint8))
     assert np.isfinite(result.score)
+
+
+def test_families_are_discovered_without_a_list():
+    """Every package under zoo/models registers by being there (no list to edit)."""
+    from pathlib import Path
+
+    import zoo.models
+    from zoo.registry import family_modules
+
+    folders = {p.name for p in Path(zoo.models.__path__[0]).iterdir() if (p / "__init__.py").exists()}
+    assert {m.rsplit(".", 1)[-1] for m in family_modules()} >= folders
+    assert "zoo.models.lct" in family_modules()

@@ -106,3 +106,102 @@ def build_task(model: ConsistencyParametrisation, dataset: torch.utils.data.Data
     """A `TrainTask` over a dataset of {"latent", "label"} items; the saved module is the consistency model."""
     return TrainTask(module=LCTTrainable(model, config), dataset=dataset, config=config,
                      to_pipeline=lambda module: module.model)
+
+
+# --------------------------------------------------------------------------- images -> latents -> sLCT
+
+
+@dataclass
+class LatentLCTTrainConfig(LCTTrainConfig):
+    """`zoo train lct`: sLCT on the latents of the variant's autoencoder, from images.
+
+    autoencoder: where the frozen codec's weights come from on a fresh run: "registry" (the
+    bundled `autoencoder-kl` weights of the variant's autoencoder preset, asked of the registry),
+    a path (`zoo.diffusion.autoencoder.load_autoencoder`: our file, a diffusers or SD folder), or
+    "keep" (what the model already holds, e.g. after `--weights`). A model loaded with `--weights`
+    that already holds a trained codec keeps it whatever this says."""
+
+    autoencoder: str = "registry"
+    train_images: int = 100_000  # procedural training images (virtual: rendered per index)
+    val_images: int = 512  # held-out procedural images for the final sample-quality metrics
+    eval_samples: int = 512  # generated images scored against them (1 and 2 steps)
+
+
+class LatentLCTTrainable(nn.Module):
+    """Encodes the batch's images with the frozen codec (posterior mean, standardised) and takes
+    the sLCT step on the latents; `model` (denoiser + codec) is what gets saved."""
+
+    def __init__(self, model: nn.Module, config: LatentLCTTrainConfig):
+        super().__init__()
+        self.model = model
+        self.lct = LCTTrainable(model.denoiser, config)
+
+    def training_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor | float]:
+        with torch.no_grad():
+            latents = self.model.codec.encode(batch["image"])
+        return self.lct.training_step({"latent": latents, "label": batch["label"]})
+
+
+def _image_sets(data: str, kind: str, size: int, config: LatentLCTTrainConfig, seed: int) -> tuple[Any, Any, str]:
+    from zoo.data.generation import ClassImageSet, ImageFolderSet
+
+    if data == "synthetic":
+        train = ClassImageSet(kind, size=size, count=config.train_images, seed=seed, split="train")
+        val = ClassImageSet(kind, size=size, count=config.val_images, seed=seed, split="val")
+        return train, val, f"procedural {kind} {size}x{size} (zoo.data.generation.ClassImageSet, seed {seed})"
+    folder = ImageFolderSet(data, size=size)
+    held = [i for i in range(len(folder)) if i % 10 == 9]
+    kept = [i for i in range(len(folder)) if i % 10 != 9]
+    if not held:
+        raise ValueError(f"{data}: {len(folder)} images; at least 10 are needed (every 10th is held out)")
+    return (torch.utils.data.Subset(folder, kept), torch.utils.data.Subset(folder, held),
+            f"{data} ({len(kept)} train, {len(held)} held out, {size}x{size})")
+
+
+def _load_codec(model: nn.Module, source: str) -> None:
+    """Fill the frozen codec from the registry's bundled autoencoder or a path (see the config)."""
+    if source == "keep" or bool(model.autoencoder_ready):
+        return
+    if source == "registry":
+        from zoo.registry import create_model
+
+        codec = create_model("autoencoder-kl", model.config.autoencoder_variant).model
+    else:
+        from zoo.diffusion.autoencoder import load_autoencoder
+
+        codec = load_autoencoder(source, model.config.autoencoder)
+    model.codec.load_state_dict(codec.state_dict())
+    model.autoencoder_ready.fill_(True)
+
+
+def sample_quality_metrics(pipeline: Any, val: Any, samples: int, steps: tuple[int, ...] = (1, 2), seed: int = 10_000) -> dict[str, float]:
+    """FID / KID / precision / recall of `samples` generated images per step count against the
+    held-out images, in zoo's shapes-classifier feature space (zoo.metrics.generation)."""
+    from zoo.metrics.generation import sample_quality
+
+    out: dict[str, float] = {}
+    seeds = list(range(seed, seed + samples))
+    for n in steps:
+        images, _, _ = pipeline.generate(seeds, n)
+        quality = sample_quality(val, images, kid_subsets=20, kid_subset_size=min(256, samples))
+        for key in ("fid", "kid_mean", "precision", "recall"):
+            out[f"{key}_{n}step"] = float(quality[key])
+    return out
+
+
+def build_latent_task(model: nn.Module, data: str, config: LatentLCTTrainConfig, seed: int, workdir: Any) -> TrainTask:
+    """`zoo train lct`: images (procedural classes or the user's folder) -> frozen codec -> sLCT.
+    `finalize` scores 1- and 2-step samples of the (EMA) model against held-out images."""
+    cfg = model.config
+    train, val, description = _image_sets(data, cfg.data, cfg.image_size, config, seed)
+    _load_codec(model, config.autoencoder)
+    module = LatentLCTTrainable(model, config)
+
+    def finalize(module: nn.Module) -> dict[str, float]:
+        from .pipeline import LatentConsistencyPipeline
+
+        pipeline = LatentConsistencyPipeline(module.model, module.model.config).eval()
+        return sample_quality_metrics(pipeline, val, config.eval_samples)
+
+    return TrainTask(module=module, dataset=train, config=config, finalize=finalize,
+                     to_pipeline=lambda m: m.model, extra={"data": description})

@@ -9,6 +9,7 @@ gradients through `forward`, so it wraps `StepAdapter`, whose forward is the fam
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,16 @@ class DistContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    @contextlib.contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first, the other ranks after it has finished: for work that writes
+        a shared folder (synthetic data under --out) which the others then read (and reuse)."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
     def gather(self, obj: Any) -> list[Any]:
         """`obj` from every rank, in rank order (pickled over the process group, in memory)."""

@@ -124,7 +124,10 @@ def train_command(
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Train or fine-tune a model with the paper's losses; writes OUT/model.safetensors, model.json, log.jsonl, checkpoints/."""
+    import torch
+
     from training import NonFiniteLossError, RunExistsError, Trainer
+    from training.distributed import DistContext
     from zoo.registry import create_model
     from zoo.weights import WeightsError, save_weights
 
@@ -161,7 +164,12 @@ def train_command(
     except (WeightsError, FileNotFoundError) as err:
         _fail(str(err))
     command = "zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    task = spec.build_task(pipeline.model, data, config, seed, Path(out))
+    # Under torchrun every rank builds the task, rank 0 first: it writes the synthetic data into
+    # the one --out folder, and the other ranks then find it there and reuse it.
+    ranks = DistContext.from_env(torch.device(device))
+    ranks.device(device)
+    with ranks.main_first():
+        task = spec.build_task(pipeline.model, data, config, seed, Path(out))
     run_info = {"model": name, "variant": variant, "stage": stage, "data": data, "seed": seed, "command": command}
     trainer = Trainer(task, out, seed=seed, resume=resume, device=device, progress=progress and not as_json, run_info=run_info)
     started = time.time()

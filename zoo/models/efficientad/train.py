@@ -32,6 +32,7 @@ Choices where the paper and its references leave room:
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,11 +173,26 @@ def _category_folder(data: str, category: str, seed: int, workdir: Path, image_s
     from zoo.data.mvtec import resolve_category_folder
 
     if data == "synthetic":
-        from zoo.data.anomaly import generate_anomaly_dataset
-
-        return Path(generate_anomaly_dataset(workdir / "data", category or SYNTHETIC_CATEGORY, seed=seed,
-                                             image_size=image_size))
+        return _synthetic_category(workdir / "data", category or SYNTHETIC_CATEGORY, seed, image_size)
     return resolve_category_folder(Path(data).expanduser(), category or None)
+
+
+def _synthetic_category(root: Path, category: str, seed: int, image_size: int) -> Path:
+    """The generated category under `root`, reused when its meta.json records these arguments (a
+    resumed run, or a torchrun rank after rank 0 wrote it), else (re)generated."""
+    import inspect
+
+    from zoo.data.anomaly import GENERATOR, GENERATOR_VERSION, generate_anomaly_dataset
+
+    counts = {k: p.default for k, p in inspect.signature(generate_anomaly_dataset).parameters.items() if k.startswith("n_")}
+    wanted = {"generator": GENERATOR, "version": GENERATOR_VERSION, "category": category, "seed": seed,
+              "args": {"image_size": image_size, **counts}}
+    meta = Path(root) / category / "meta.json"
+    if meta.is_file():
+        info = json.loads(meta.read_text())
+        if {k: info.get(k) for k in wanted} == wanted:
+            return meta.parent
+    return Path(generate_anomaly_dataset(root, category, seed=seed, image_size=image_size))
 
 
 def _batches(dataset: Dataset, batch_size: int, limit: int | None = None,

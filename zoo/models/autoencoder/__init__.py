@@ -18,7 +18,8 @@ Variants:
 What we chose: the discriminator (LDM starts it at step 50,001) and the learned NLL log-variance
 are left out; the perceptual term is an LPIPS-style distance in zoo's shipped shapes classifier
 instead of LPIPS' VGG (no weights can be downloaded); micro runs use lr 1e-3 (LDM: 4.5e-6 x batch)
-to train in minutes on a CPU. The latents are standardised per channel (mean / std over training
+to train in minutes on a CPU, and perceptual weight 0.1 (LDM: 1.0 with calibrated LPIPS; see
+`_MICRO_TRAIN` for the pilot behind it). The latents are standardised per channel (mean / std over training
 images, x0.5: sigma_data = 0.5), as sLCT does for the SD VAE's.
 
 The prediction is the reconstruction (encode -> decode through the posterior mean), with its PSNR
@@ -37,9 +38,14 @@ from .pipeline import AutoencoderPipeline
 EXAMPLES = Path(__file__).parent / "examples"
 DEMO_WEIGHTS = "micro-f4.safetensors"
 
-# CPU-sized runs of the micro variants (the LDM recipe's Adam betas, KL and perceptual weights kept)
-_MICRO_TRAIN = {"steps": 3000, "batch_size": 32, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 100,
-                "log_every": 50, "ckpt_every": 250, "train_images": 100_000, "val_images": 256, "stats_images": 1024}
+# CPU-sized runs of the micro variants: LDM's Adam betas and KL weight kept; lr 1e-3 with a cosine
+# decay to train in ~15 CPU minutes; perceptual weight 0.1, not LDM's 1.0: our uncalibrated
+# LPIPS-style distance (no learned per-channel weights) measures 1-3 on early reconstructions, an
+# order of magnitude above L1, and at 1.0 it held held-out PSNR to 14.3 dB after 300 steps against
+# 17.2 dB at 0.1 and 15.9 dB without it (pilot runs, one seed each, batch 16, 128 held-out images).
+_MICRO_TRAIN = {"steps": 2000, "batch_size": 16, "lr": 1e-3, "schedule": "cosine", "warmup_steps": 100,
+                "perceptual_weight": 0.1, "log_every": 50, "ckpt_every": 250, "train_images": 100_000,
+                "val_images": 256, "stats_images": 1024}
 
 CARD = ModelCard(
     name="autoencoder-kl",

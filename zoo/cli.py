@@ -85,6 +85,9 @@ def info_command(
         params = ", ".join(f"{k} {v:,}" for k, v in entry["params"].items())
         demo = "  [demo weights]" if entry["demo_weights"] else ""
         typer.echo(f"  variant {vname}: {params}{demo}")
+        if entry.get("paper_table_params"):
+            table = entry["paper_table_params"]
+            typer.echo(f"    paper's count: {table['total']:,} ({table['how']})")
     typer.echo(f"  inputs: {', '.join(_field_line(i) for i in card.inputs) or 'none (a generator: options only)'}")
     for option in card.options:
         typer.echo(f"  option {_field_line(option)}: {option.help}" if option.help else f"  option {_field_line(option)}")

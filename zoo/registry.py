@@ -289,6 +289,9 @@ class VariantSpec:
     description: str = ""
     paper_params: dict[str, int] | None = None  # expected counts, asserted in tests
     demo_weights: str | None = None  # file name under the family's `weights/` folder
+    # Where the paper's table counts parameters its own way (so its number differs from ours):
+    # {"total": N, "how": "one line on how N is counted"}; `zoo info` shows it beside our counts.
+    paper_table_params: dict[str, Any] | None = None
 
 
 @dataclass
@@ -442,6 +445,8 @@ class ModelCard:
                 entry["params"] = parameter_counts(self.name, vname)
             if spec.paper_params:
                 entry["paper_params"] = spec.paper_params
+            if spec.paper_table_params:
+                entry["paper_table_params"] = dict(spec.paper_table_params)
             out["variants"][vname] = entry
         return out
 

@@ -72,10 +72,24 @@ _MICRO_TRAIN = {"steps": 4000, "batch_size": 8, "lr": 1e-3, "backbone_lr": 1e-3,
                 "train_images": 256, "val_images": 16, "eval_batch_size": 8}
 
 
+# The paper's Params column counts the model as the official fps_calculator.py builds it
+# (model.paper_param_count, computed there and asserted equal to these in tests; fixed numbers here
+# so that importing the family builds no model): the paper prints floor(N / 1e6) M.
+PAPER_TABLE_PARAMS = {
+    (False, "nano"): 15_728_677, (False, "tiny"): 37_962_901, (False, "small"): 60_465_061, (False, "base"): 99_959_635,
+    (True, "nano"): 16_612_773, (True, "tiny"): 38_856_597, (True, "small"): 61_358_757, (True, "base"): 100_859_731,
+}
+PAPER_COUNT_HOW = ("official fps_calculator.py: sum of numel over the official model with its never-used parameters"
+                   "{plus}; the paper prints floor(total / 1e6) M")
+
+
 def _variants(plus: bool) -> dict[str, VariantSpec]:
     configs = {v: preset_config(v, plus=plus) for v in VARIANTS}
     demo = {"micro": "micro-plus-demo.safetensors" if plus else "micro-demo.safetensors"}
-    return {v: VariantSpec(c, description=_describe(v, c), demo_weights=demo.get(v)) for v, c in configs.items()}
+    how = PAPER_COUNT_HOW.format(plus=", built without the UQR, IoU-aware and token-labeling heads" if plus else "")
+    table = {v: {"total": PAPER_TABLE_PARAMS[plus, v], "how": how} for v in VARIANTS if (plus, v) in PAPER_TABLE_PARAMS}
+    return {v: VariantSpec(c, description=_describe(v, c), demo_weights=demo.get(v), paper_table_params=table.get(v))
+            for v, c in configs.items()}
 
 
 # The demo weights' runs, measured by the run itself (COCO AP on its 16 held-out procedural scenes, seed 0);

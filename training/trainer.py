@@ -283,6 +283,8 @@ class Trainer:
                                         world_size=ctx.world_size, start_epoch=st.epoch, start_batch=st.batch)
         loader = train_loader(task.dataset, sampler, collate_fn=task.collate_fn, num_workers=cfg.num_workers,
                               pin_memory=self.device.type == "cuda")
+        if cfg.grad_checkpointing:
+            enable_checkpointing(module)
         if ctx.enabled:
             find_unused = bool(task.extra.get("ddp_find_unused_parameters", False))
             step_fn = wrap_ddp(module, ctx, self.device, find_unused)
@@ -518,3 +520,16 @@ class Trainer:
                            config=self.config.to_dict(), completed=completed, seed=self.seed,
                            run_info=self.run_info, checkpoint=self._last_saved,
                            log_path=self.log.path if self.dist.is_main else None)
+
+
+def enable_checkpointing(module: nn.Module) -> int:
+    """Turn on gradient checkpointing in every submodule that has the switch (our networks'
+    `gradient_checkpointing` attribute, as diffusers' models name it); returns how many."""
+    count = 0
+    for sub in module.modules():
+        if hasattr(sub, "gradient_checkpointing") and not callable(sub.gradient_checkpointing):
+            sub.gradient_checkpointing = True
+            count += 1
+    if not count:
+        raise ValueError("grad_checkpointing is on but no module of this task supports it")
+    return count

@@ -88,6 +88,13 @@ def info_command(
         if entry.get("paper_table_params"):
             table = entry["paper_table_params"]
             typer.echo(f"    paper's count: {table['total']:,} ({table['how']})")
+        for stage, memory in entry.get("training_memory", {}).items():
+            from zoo.memory import format_bytes
+
+            full, ckpt = memory["bytes"], memory["bytes_checkpointing"]
+            typer.echo(f"    training memory ({stage}, batch {memory['batch_size']}, fp32 Adam + EMA): {format_bytes(full['total'])} "
+                       f"(activations {format_bytes(full['activations'])}); with --set grad_checkpointing=true "
+                       f"{format_bytes(ckpt['total'])}")
     typer.echo(f"  inputs: {', '.join(_field_line(i) for i in card.inputs) or 'none (a generator: options only)'}")
     for option in card.options:
         typer.echo(f"  option {_field_line(option)}: {option.help}" if option.help else f"  option {_field_line(option)}")

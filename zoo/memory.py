@@ -12,7 +12,7 @@ and the CUDA context (~0.5 GB), and counts a saved view at its own size (so it e
 views share storage). Mixed precision (`amp=True`) halves the activations of matmuls and
 convolutions; we halve all of them, which is close for the UNets and transformers here.
 Gradient checkpointing saves only block inputs: pass `checkpointing=True` to run the forward
-with the graph's module in its checkpointing mode, when it has one (`gradient_checkpointing`).
+with every submodule that has the switch (`gradient_checkpointing`) turned on.
 """
 
 from __future__ import annotations
@@ -57,17 +57,18 @@ def training_memory(pipeline: Any, graph: str, batch_size: int, *, optimizer_sta
     dims = {name: (batch_size if name == "batch" else opt) for name, (_, opt, _) in spec.dims.items()}
     with torch.device("meta"):
         inputs = tuple(torch.empty(t.concrete_shape(dims), dtype=getattr(torch, t.dtype)) for t in spec.inputs)
-    toggled = checkpointing and hasattr(module, "gradient_checkpointing")
-    if toggled:
-        previous, module.gradient_checkpointing = module.gradient_checkpointing, True
+    switches = [m for m in module.modules() if checkpointing and isinstance(getattr(m, "gradient_checkpointing", None), bool)]
+    previous = [m.gradient_checkpointing for m in switches]
+    for m in switches:
+        m.gradient_checkpointing = True
     was_training = module.training
     module.train()
     try:
         activations = saved_activation_bytes(module, inputs)
     finally:
         module.train(was_training)
-        if toggled:
-            module.gradient_checkpointing = previous
+        for m, value in zip(switches, previous):
+            m.gradient_checkpointing = value
     if amp:
         activations //= 2
     out = {

@@ -302,6 +302,31 @@ class TrainStage:
     config_cls: type  # a zoo.trainable.TrainConfig subclass with the paper's defaults
     description: str = ""
     variant_defaults: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-variant overrides
+    train_graph: str | None = None  # the graph this stage trains: `zoo info` estimates its training memory
+
+    def batch_size(self, variant: str) -> int:
+        """The stage's default batch for a variant (its variant defaults over the paper's)."""
+        return int(self.variant_defaults.get(variant, {}).get("batch_size", self.config_cls().batch_size))
+
+
+def training_memory_estimate(name: str, variant: str) -> dict[str, Any]:
+    """Per training stage that names its graph: bytes for weights, gradients, Adam state, EMA and
+    saved activations at the stage's default batch, with and without gradient checkpointing
+    (zoo.memory; computed on the meta device, so paper sizes cost nothing)."""
+    from zoo.memory import training_memory
+
+    card = get_card(name)
+    out: dict[str, Any] = {}
+    for stage_name, stage in card.train_stages.items():
+        if stage.train_graph is None:
+            continue
+        with torch.device("meta"):
+            pipeline = build_pipeline(name, variant)
+        batch = stage.batch_size(variant)
+        out[stage_name] = {"graph": stage.train_graph, "batch_size": batch,
+                           "bytes": training_memory(pipeline, stage.train_graph, batch),
+                           "bytes_checkpointing": training_memory(pipeline, stage.train_graph, batch, checkpointing=True)}
+    return out
 
 
 @dataclass
@@ -443,6 +468,9 @@ class ModelCard:
             }
             if with_params:
                 entry["params"] = parameter_counts(self.name, vname)
+                memory = training_memory_estimate(self.name, vname)
+                if memory:
+                    entry["training_memory"] = memory
             if spec.paper_params:
                 entry["paper_params"] = spec.paper_params
             if spec.paper_table_params:

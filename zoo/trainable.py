@@ -36,6 +36,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     ema_decay: float = 0.0  # 0 disables the EMA copy
     amp: bool = False  # autocast (bf16 on CPU, fp16 on CUDA)
+    grad_checkpointing: bool = False  # recompute block activations in backward (modules with `gradient_checkpointing`)
     log_every: int = 10
     ckpt_every: int = 200
     eval_every: int = 0  # 0: evaluate only at the end

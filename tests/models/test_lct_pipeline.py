@@ -138,3 +138,29 @@ def test_training_memory_estimate():
     assert small["weights"] == 151_587_844 * 4 and small["optimizer"] == 2 * small["weights"]
     assert big["activations"] > 7 * small["activations"] > 0
     assert big["total"] == sum(v for k, v in big.items() if k != "total")
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    from training.trainer import enable_checkpointing
+    from zoo.models.lct.model import build_model, preset_config
+
+    for preset in ("micro", "micro-dit"):
+        torch.manual_seed(0)
+        plain = build_model(preset_config(preset, num_classes=3)).train()
+        ckpt = build_model(preset_config(preset, num_classes=3)).train()
+        ckpt.load_state_dict(plain.state_dict())
+        for p in plain.parameters():
+            p.data.add_(torch.randn_like(p) * 0.01)  # leave the zero-initialised outputs
+        ckpt.load_state_dict(plain.state_dict())
+        assert enable_checkpointing(ckpt) >= 1
+        x, sigma, labels = torch.randn(2, 4, 8, 8), torch.tensor([2.0, 0.3]), torch.tensor([0, 2])
+        plain(x, sigma, labels).square().mean().backward()
+        ckpt(x, sigma, labels).square().mean().backward()
+        for (name, a), b in zip(plain.named_parameters(), ckpt.parameters()):
+            torch.testing.assert_close(a.grad, b.grad, msg=name)
+    with torch.device("meta"):
+        adm = registry.build_pipeline("lct", "adm")
+    from zoo.memory import training_memory
+
+    full, saved = training_memory(adm, "denoise", 8), training_memory(adm, "denoise", 8, checkpointing=True)
+    assert saved["activations"] < full["activations"] / 2

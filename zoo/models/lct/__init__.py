@@ -88,6 +88,7 @@ CARD = ModelCard(
             "early-timestep diffusion loss, OT coupling and adaptive c (each a --set switch); finalize scores 1- and "
             "2-step samples against held-out images (FID/KID/precision/recall in zoo-shapes-classifier-v1 space)",
             variant_defaults={"micro": dict(_MICRO_TRAIN), "micro-dit": dict(_MICRO_TRAIN)},
+            train_graph="denoise",
         ),
     },
     examples=(),

@@ -36,6 +36,7 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from zoo.diffusion.consistency import ConsistencyParametrisation
 
@@ -195,6 +196,15 @@ def positional_embedding(x: Tensor, channels: int, max_positions: int = 10000) -
     return torch.cat([args.cos(), args.sin()], dim=1)
 
 
+def _run_block(owner: nn.Module, block: nn.Module, x: Tensor, cond: Tensor) -> Tensor:
+    """block(x, cond); under `owner.gradient_checkpointing` while training, recomputed in the
+    backward pass instead of keeping its activations (paper-size training on one GPU). The RNG
+    state is preserved, so dropout masks (and sLCT's shared student/target noise) are unchanged."""
+    if getattr(owner, "gradient_checkpointing", False) and owner.training and torch.is_grad_enabled():
+        return checkpoint(block, x, cond, use_reentrant=False)
+    return block(x, cond)
+
+
 class ADMUNet(nn.Module):
     """EDM's DhariwalUNet (ADM) as sLCT trains it: F(x_in (B, C, H, W), noise_labels (B,),
     class_labels (B,) int or None) -> (B, C, H, W)."""
@@ -202,6 +212,7 @@ class ADMUNet(nn.Module):
     def __init__(self, config: LCTConfig):
         super().__init__()
         cfg = self.config = config
+        self.gradient_checkpointing = False
         ch, res0 = cfg.model_channels, cfg.latent_size
         emb = ch * cfg.channel_mult_emb
         block = dict(emb_channels=emb, channels_per_head=cfg.channels_per_head, dropout=cfg.dropout)
@@ -259,12 +270,12 @@ class ADMUNet(nn.Module):
         emb = F.silu(emb)
         skips = []
         for module in self.enc.values():
-            x = module(x, emb) if isinstance(module, UNetBlock) else module(x)
+            x = _run_block(self, module, x, emb) if isinstance(module, UNetBlock) else module(x)
             skips.append(x)
         for module in self.dec.values():
             if module.takes_skip:
                 x = torch.cat([x, skips.pop()], dim=1)
-            x = module(x, emb)
+            x = _run_block(self, module, x, emb)
         return self.out_conv(F.silu(self.out_norm(x)))
 
 
@@ -402,6 +413,7 @@ class DiT(nn.Module):
     def __init__(self, config: LCTConfig):
         super().__init__()
         cfg = self.config = config
+        self.gradient_checkpointing = False
         d, p = cfg.hidden_size, cfg.patch_size
         if cfg.latent_size % p:
             raise ValueError(f"latent size {cfg.latent_size} is not a multiple of the patch size {p}")
@@ -451,7 +463,7 @@ class DiT(nn.Module):
         tokens = self.x_embedder(x) + self.pos_embed.to(x.dtype)
         c = self.t_embedder(noise_labels) + self.y_embedder(labels)
         for blk in self.blocks:
-            tokens = blk(tokens, c)
+            tokens = _run_block(self, blk, tokens, c)
         return self.unpatchify(self.final_layer(tokens, c))
 
 

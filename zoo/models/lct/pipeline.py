@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from zoo.diffusion.autoencoder import AutoencoderConfig, DecoderGraph, EncoderGraph, LatentCodec
 from zoo.diffusion.autoencoder import preset_config as autoencoder_preset
-from zoo.diffusion.consistency import karras_sigmas, sample_consistency
+from zoo.diffusion.consistency import karras_sigmas, sample_consistency, sample_diffusion
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import Generation
 
@@ -35,6 +35,8 @@ from .model import LCTConfig, build_model
 
 # iCT's two-step sampling (Song & Dhariwal 2023, Sec. 6): the intermediate noise level of CIFAR-10.
 TWO_STEP_SIGMA = 0.821
+# EDM's deterministic Heun sampler with 18 noise levels (35 network calls), its CIFAR-10 setting.
+EDM_STEPS = 18
 
 
 @dataclass
@@ -47,10 +49,19 @@ class LatentLCTConfig:
     image_size: int = 32
     data: str = "shapes"  # zoo.data.generation.ClassImageSet kind `zoo train` uses by default
     class_names: tuple[str, ...] = ()  # names of the network's classes (empty: unconditional)
-    sample_steps: int = 1  # default steps of `predict`
+    sample_steps: int = 0  # default steps of `predict` (0: 1 for consistency, 18 Heun levels for edm)
+    # "consistency": the sLCT model (f with the boundary condition, CM's multistep sampler);
+    # "edm": the same network as an EDM diffusion denoiser (the multi-step baseline, Heun sampler)
+    parametrisation: str = "consistency"
+
+    @property
+    def default_steps(self) -> int:
+        return self.sample_steps or (1 if self.parametrisation == "consistency" else EDM_STEPS)
 
     def __post_init__(self) -> None:
         self.class_names = tuple(self.class_names)
+        if self.parametrisation not in ("consistency", "edm"):
+            raise ValueError(f"parametrisation must be 'consistency' or 'edm', got {self.parametrisation!r}")
         if self.autoencoder is None:
             self.autoencoder = autoencoder_preset(self.autoencoder_variant)
         elif isinstance(self.autoencoder, dict):  # a config read back from a weights sidecar
@@ -85,6 +96,7 @@ class LatentConsistencyModel(nn.Module):
         super().__init__()
         self.config = config
         self.denoiser = build_model(config.net)
+        self.denoiser.boundary = config.parametrisation == "consistency"
         self.codec = LatentCodec.from_config(config.autoencoder)
         self.codec.requires_grad_(False)
         self.register_buffer("autoencoder_ready", torch.zeros((), dtype=torch.bool))
@@ -144,8 +156,15 @@ class LatentConsistencyPipeline(Pipeline):
             args = (x, sigma) if labels is None else (x, sigma, labels)
             return self.run_graph("denoise", *args)[0].float().cpu()
 
+        if self.config.parametrisation == "edm":
+            sigmas = [float(s) for s in karras_sigmas(steps, net.sigma_min, net.sigma_max, net.rho)]
+            return sample_diffusion(denoise, (len(seeds), *shape), sigmas, method="heun", draw_noise=draw)
         sigmas = sampling_sigmas(steps, net.sigma_max, net.sigma_min, net.rho)
         return sample_consistency(denoise, (len(seeds), *shape), sigmas, sigma_min=net.sigma_min, draw_noise=draw)
+
+    def network_calls(self, steps: int) -> int:
+        """Network evaluations (NFE) of one sample: n for consistency, 2n - 1 for EDM's Heun."""
+        return 2 * steps - 1 if self.config.parametrisation == "edm" else steps
 
     def class_labels(self, seeds: Sequence[int], class_label: int | None) -> Tensor | None:
         """The class of each image: the one asked for, or one drawn from the image's seed."""
@@ -159,7 +178,7 @@ class LatentConsistencyPipeline(Pipeline):
 
     def generate(self, seeds: Sequence[int], steps: int = 0, class_label: int | None = None) -> tuple[Tensor, Tensor | None, dict[str, float]]:
         """(images (B, 3, H, W) in [0, 1], class labels, timings) for these seeds, in chunks of max_batch."""
-        steps = int(steps) or self.config.sample_steps
+        steps = int(steps) or self.config.default_steps
         labels = self.class_labels(seeds, class_label)
         images, timings = [], {"sample": 0.0, "decode": 0.0}
         for i in range(0, len(seeds), self.max_batch):
@@ -176,12 +195,15 @@ class LatentConsistencyPipeline(Pipeline):
     def _predict(self, items: list[Any], seed: int = 0, steps: int = 0, class_label: int | None = None,
                  **_: Any) -> list[Generation]:
         seeds = [int(seed) + i for i in range(len(items))]
-        n = int(steps) or self.config.sample_steps
+        n = int(steps) or self.config.default_steps
         images, labels, timings = self.generate(seeds, n, class_label)
         share = {k: v / len(seeds) for k, v in timings.items()}
         results = []
         for i, s in enumerate(seeds):
-            info: dict[str, Any] = {"sigmas": sampling_sigmas(n, self.config.net.sigma_max, self.config.net.sigma_min, self.config.net.rho)}
+            info: dict[str, Any] = {"sampler": "consistency" if self.config.parametrisation == "consistency" else "edm-heun",
+                                    "network_calls": self.network_calls(n)}
+            if self.config.parametrisation == "consistency":
+                info["sigmas"] = sampling_sigmas(n, self.config.net.sigma_max, self.config.net.sigma_min, self.config.net.rho)
             if labels is not None:
                 info["class_label"] = int(labels[i])
                 info["class_name"] = self.config.class_names[int(labels[i])]

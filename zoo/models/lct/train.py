@@ -139,6 +139,12 @@ class LatentLCTTrainable(nn.Module):
     def training_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor | float]:
         with torch.no_grad():
             latents = self.model.codec.encode(batch["image"])
+        if self.model.config.parametrisation == "edm":  # the multi-step diffusion baseline
+            from zoo.diffusion.edm import edm_loss
+
+            net = self.model.config.net
+            labels = batch["label"] if net.num_classes else None
+            return edm_loss(self.model.denoiser, latents, labels, sigma_data=net.sigma_data)
         return self.lct.training_step({"latent": latents, "label": batch["label"]})
 
 
@@ -174,13 +180,15 @@ def _load_codec(model: nn.Module, source: str) -> None:
     model.autoencoder_ready.fill_(True)
 
 
-def sample_quality_metrics(pipeline: Any, val: Any, samples: int, steps: tuple[int, ...] = (1, 2), seed: int = 10_000) -> dict[str, float]:
+def sample_quality_metrics(pipeline: Any, val: Any, samples: int, steps: tuple[int, ...] | None = None, seed: int = 10_000) -> dict[str, float]:
     """FID / KID / precision / recall of `samples` generated images per step count against the
     held-out images, in zoo's shapes-classifier feature space (zoo.metrics.generation)."""
     from zoo.metrics.generation import sample_quality
 
     out: dict[str, float] = {}
     seeds = list(range(seed, seed + samples))
+    if steps is None:  # consistency: 1 and 2 steps; the EDM baseline: its default Heun levels
+        steps = (1, 2) if pipeline.config.parametrisation == "consistency" else (pipeline.config.default_steps,)
     for n in steps:
         images, _, _ = pipeline.generate(seeds, n)
         quality = sample_quality(val, images, kid_subsets=20, kid_subset_size=min(256, samples))

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOADING, READY, FAILED = "loading", "ready", "failed"
+LOADING, READY, FAILED, UNLOADED = "loading", "ready", "failed", "unloaded"
 
 
 def v2_model_name(model: str, graph: str, taken: set[str] | frozenset[str] = frozenset()) -> str:
@@ -149,7 +149,11 @@ class ModelManager:
         metrics: ServingMetrics | None = None,
         predict_threads: int | None = None,
         random_weights: bool = False,
+        lazy: bool | None = None,
     ):
+        """lazy: load generative models (cards whose result is a `Generation`) on their first
+        request instead of at start-up; None (default) does so when more than one model is
+        served, so `zoo serve` starts fast and holds only what is used."""
         from zoo.registry import get_card
 
         self.backend = backend
@@ -161,6 +165,7 @@ class ModelManager:
         self.entries: dict[str, ModelEntry] = {}
         self.endpoints: dict[str, GraphEndpoint] = {}
         self._preloaded: dict[str, "Pipeline"] = {}
+        self._lazy_loads: dict[str, threading.Thread] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._loading = True
@@ -198,8 +203,12 @@ class ModelManager:
             g for card, _ in cards.values() for g in card.graphs if g in cards
         )
         self.aliases: dict[str, str] = {}  # "model.graph" -> v2 name
+        if lazy is None:
+            lazy = len(cards) > 1
         for name, (card, variant) in cards.items():
             entry = ModelEntry(name, variant, card)
+            if lazy and card.result_type == "Generation" and name not in self._preloaded:
+                entry.status = UNLOADED
             for graph in card.graphs:
                 v2 = v2_model_name(name, graph, self.taken)
                 entry.graphs.append(v2)
@@ -216,9 +225,21 @@ class ModelManager:
         """Load every model in turn (blocking); a failure marks that model failed and moves on."""
         try:
             for entry in self.entries.values():
-                self.load(entry)
+                if entry.status != UNLOADED:
+                    self.load(entry)
         finally:
             self._loading = False
+
+    def _ensure_loading(self, entry: ModelEntry) -> threading.Thread | None:
+        """Start loading a lazily served model on its first request (in a thread, so the event
+        loop keeps serving); returns the loading thread while one runs."""
+        with self._lock:
+            if entry.status == UNLOADED:
+                entry.status = LOADING
+                thread = threading.Thread(target=self.load, args=(entry,), name=f"zoo-load-{entry.name}", daemon=True)
+                self._lazy_loads[entry.name] = thread
+                thread.start()
+            return self._lazy_loads.get(entry.name)
 
     def load(self, entry: ModelEntry) -> None:
         started = time.perf_counter()
@@ -292,7 +313,7 @@ class ModelManager:
     @property
     def ready(self) -> bool:
         """Server readiness: loading finished and at least one model serves."""
-        return not self._loading and any(e.status == READY for e in self.entries.values())
+        return not self._loading and any(e.status in (READY, UNLOADED) for e in self.entries.values())
 
     def entry(self, name: str) -> ModelEntry:
         if name not in self.entries:
@@ -300,8 +321,13 @@ class ModelManager:
             raise NotFound(f"unknown model {name!r}; this server serves: {served}")
         return self.entries[name]
 
-    def ready_entry(self, name: str) -> ModelEntry:
+    def ready_entry(self, name: str, wait: bool = False) -> ModelEntry:
+        """The entry if it serves; a lazily served model starts loading (503 with Retry-After
+        until it is ready, or, with `wait`, this thread waits for it)."""
         entry = self.entry(name)
+        thread = self._ensure_loading(entry)
+        if wait and thread is not None:
+            thread.join()
         _raise_unless_ready(entry)
         return entry
 
@@ -319,7 +345,9 @@ class ModelManager:
 
     def ready_endpoint(self, v2_name: str) -> GraphEndpoint:
         endpoint = self.endpoint(v2_name)
-        _raise_unless_ready(self.entries[endpoint.model])
+        entry = self.entries[endpoint.model]
+        self._ensure_loading(entry)
+        _raise_unless_ready(entry)
         return endpoint
 
     def model_status(self, name: str) -> tuple[bool, str | None]:
@@ -330,6 +358,8 @@ class ModelManager:
             entry = self.entries[self.endpoint(name).model]
         if entry.status == READY:
             return True, None
+        if entry.status == UNLOADED:
+            return False, f"model {entry.name!r} is not loaded yet: it loads on its first request"
         if entry.status == LOADING:
             return False, f"model {entry.name!r} is still loading"
         return False, f"model {entry.name!r} failed to load: {entry.error}"
@@ -382,7 +412,7 @@ class ModelManager:
     def pipeline(self, name: str) -> "Pipeline":
         """For the demo: the loaded pipeline (its predictions counted in the metrics under the
         model's name, as REST ones are), or an error that says why there is none."""
-        entry = self.ready_entry(name)
+        entry = self.ready_entry(name, wait=True)
         assert entry.pipeline is not None
         return CountedPipeline(entry.pipeline, name, self.metrics)  # type: ignore[return-value]
 
@@ -427,6 +457,7 @@ class CountedPipeline:
 
 def _raise_unless_ready(entry: ModelEntry) -> None:
     if entry.status == LOADING:
-        raise ModelUnavailable(f"model {entry.name!r} is still loading", headers={"Retry-After": "1"})
+        raise ModelUnavailable(f"model {entry.name!r} is still loading (generative models load on their first request)",
+                               headers={"Retry-After": "1"})
     if entry.status == FAILED:
         raise ModelUnavailable(f"model {entry.name!r} failed to load: {entry.error}")

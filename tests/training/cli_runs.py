@@ -31,6 +31,10 @@ RUNS: dict[str, list[str]] = {
     "vidt": ["vidt", *_SCENES, "--set", "scene_size=64"],
     "vidt-plus": ["vidt-plus", *_SCENES, "--set", "scene_size=64"],
     "oneformer": ["oneformer", *_SCENES, "--set", "samples_per_epoch=4", "--set", "num_points=64"],
+    "autoencoder-kl": ["autoencoder-kl", "--set", "batch_size=4", "--set", "train_images=64", "--set", "val_images=4",
+                       "--set", "stats_images=8"],
+    # autoencoder=keep: the codec as built (the bundled autoencoder is not what these tests are about)
+    "lct": ["lct", "--set", "batch_size=4", "--set", "val_images=8", "--set", "eval_samples=8", "--set", "autoencoder=keep"],
 }
 TIMEOUT = 240
 

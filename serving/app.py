@@ -34,6 +34,7 @@ from serving.batching import BatchingConfig
 from serving.docs import install_docs
 from serving.errors import RequestIdMiddleware, ServingError, internal_error, request_id_of
 from serving.limits import ApiKeyMiddleware, BodyLimitMiddleware, Limits, api_key_openapi, check_bind, resolve_api_key
+from serving.memory import MemoryReleaseMiddleware
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.model_manager import ModelManager
 
@@ -136,6 +137,7 @@ def create_app(
         # the demo has its own login page (Gradio auth, user "zoo", password = the key)
         app.add_middleware(ApiKeyMiddleware, api_key=api_key, exempt_prefixes=(DEMO_PATH,) if demo is not None else ())
         _declare_api_key(app)
+    app.add_middleware(MemoryReleaseMiddleware)  # malloc_trim once idle after a request that grew the process
     app.add_middleware(RequestIdMiddleware, logger=log)  # outermost: refusals by the limits above carry an id too
     return app
 

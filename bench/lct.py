@@ -104,9 +104,11 @@ def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
-def _run_one(job: tuple[Arm, int, int, str]) -> tuple[str, int, dict[str, Any]]:
-    arm, steps, seed, out = job
+def _run_one(job: tuple[Arm, int, int, str, str | None]) -> tuple[str, int, dict[str, Any]]:
+    arm, steps, seed, out, autoencoder = job
     torch.set_num_threads(1)
+    if autoencoder:
+        arm = dataclasses.replace(arm, train={**arm.train, "autoencoder": autoencoder})
     folder = Path(out) / arm.name.replace("+", "plus-") / f"seed{seed}"
     if (folder / "model.json").is_file():  # a finished run (resume the suite after a stop)
         meta = json.loads((folder / "model.json").read_text())
@@ -135,9 +137,9 @@ def speed(runs: dict[str, dict[int, dict[str, Any]]], all_arms: tuple[Arm, ...],
     return out
 
 
-def ablation(steps: int, seeds: list[int], workers: int, out: Path, only: set[str]) -> dict[str, Any]:
+def ablation(steps: int, seeds: list[int], workers: int, out: Path, only: set[str], autoencoder: str | None = None) -> dict[str, Any]:
     chosen = tuple(a for a in arms() if not only or a.name in only)
-    jobs = [(arm, steps, seed, str(out)) for seed in seeds for arm in chosen]
+    jobs = [(arm, steps, seed, str(out), autoencoder) for seed in seeds for arm in chosen]
     runs: dict[str, dict[int, dict[str, Any]]] = {a.name: {} for a in chosen}
     started = time.time()
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -181,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=2048, help="tails: images per seed")
     parser.add_argument("--arms", default="", help="comma-separated subset of the ablation's arms")
     parser.add_argument("--out", type=Path, default=Path("runs/lct-ablation"))
+    parser.add_argument("--autoencoder", default=None, help="ablation: the frozen codec's weights (default: the bundled autoencoder-kl micro-f4)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.suite == "report":
@@ -201,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"max |z| {s['max_abs_z']['mean']:.1f}")
     else:
         only = {a for a in args.arms.split(",") if a}
-        document.update(ablation(args.steps, seeds, args.workers, args.out, only))
+        document.update(ablation(args.steps, seeds, args.workers, args.out, only, args.autoencoder))
         print_ablation(document)
     path = write_document(document, args.results)
     log(f"wrote {path}")

@@ -118,7 +118,7 @@ def test_training_stage_runs_and_scores_samples(tmp_path):
     stage = card.train_stages["consistency"]
     pipeline = registry.build_pipeline("lct", "micro")
     config = stage.config_cls().override({"steps": "3", "batch_size": "4", "val_images": "24", "eval_samples": "24",
-                                          "autoencoder": "keep", "log_every": "1", "ckpt_every": "0", "ema_decay": "0"})
+                                          "autoencoder": "keep", "log_every": "1", "ckpt_every": "0", "ema_decay": "0", "train_images": "32"})
     task = stage.build_task(pipeline.model, "synthetic", config, 0, tmp_path)
     result = Trainer(task, tmp_path / "run", seed=0, progress=False).fit()
     assert result.completed

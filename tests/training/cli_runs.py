@@ -34,7 +34,7 @@ RUNS: dict[str, list[str]] = {
     "autoencoder-kl": ["autoencoder-kl", "--set", "batch_size=4", "--set", "train_images=64", "--set", "val_images=4",
                        "--set", "stats_images=8"],
     # autoencoder=keep: the codec as built (the bundled autoencoder is not what these tests are about)
-    "lct": ["lct", "--set", "batch_size=4", "--set", "val_images=8", "--set", "eval_samples=8", "--set", "autoencoder=keep"],
+    "lct": ["lct", "--set", "batch_size=4", "--set", "train_images=32", "--set", "val_images=8", "--set", "eval_samples=8", "--set", "autoencoder=keep"],
 }
 TIMEOUT = 240
 

@@ -39,7 +39,9 @@ def test_same_seed_same_image_whatever_the_batch(micro):
     one = micro.predict(None, seed=5, steps=2)
     batch = micro.predict([None] * 3, seed=4, steps=2)
     assert isinstance(one, Generation) and one.seeds == [5] and one.steps == 2
-    np.testing.assert_array_equal(one.images[0], batch[1].images[0])
+    np.testing.assert_array_equal(one.images[0], micro.predict(None, seed=5, steps=2).images[0])  # repeatable
+    # in another batch: the same noise and class, so the same image up to float rounding (batched kernels)
+    assert np.abs(one.images[0].astype(int) - batch[1].images[0].astype(int)).max() <= 1
     assert not np.array_equal(batch[0].images[0], batch[1].images[0])
     assert one.images[0].shape == (32, 32, 3)
 

@@ -76,11 +76,12 @@ def _tail_stats(values: np.ndarray) -> dict[str, float]:
             "max_abs_z": float(np.abs(z).max())}
 
 
-def tails(seeds: list[int], images: int) -> dict[str, Any]:
+def tails(seeds: list[int], images: int, autoencoder: str | None = None) -> dict[str, Any]:
     from zoo.data.generation import ClassImageSet
+    from zoo.diffusion.autoencoder import load_autoencoder
     from zoo.registry import create_model
 
-    codec = create_model("autoencoder-kl", "micro-f4").model.eval()
+    codec = (load_autoencoder(autoencoder) if autoencoder else create_model("autoencoder-kl", "micro-f4").model).eval()
     per_seed = []
     for seed in seeds:
         data = ClassImageSet("shapes", size=32, count=images, seed=1000 + seed, split="test")
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=2048, help="tails: images per seed")
     parser.add_argument("--arms", default="", help="comma-separated subset of the ablation's arms")
     parser.add_argument("--out", type=Path, default=Path("runs/lct-ablation"))
-    parser.add_argument("--autoencoder", default=None, help="ablation: the frozen codec's weights (default: the bundled autoencoder-kl micro-f4)")
+    parser.add_argument("--autoencoder", default=None, help="the codec's weights (default: the bundled autoencoder-kl micro-f4)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.suite == "report":
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench.lct " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     document = new_document(f"lct-{args.suite}", quick=False, machine=machine_info(threads), command=command)
     if args.suite == "tails":
-        document.update(tails(seeds, args.images))
+        document.update(tails(seeds, args.images, args.autoencoder))
         for space in ("pixels", "latents"):
             s = document["summary"][space]
             print(f"{space:8s} excess kurtosis {s['excess_kurtosis']['mean']:.2f} ± {s['excess_kurtosis']['std']:.2f}, "

@@ -19,7 +19,7 @@ def micro():
 def test_card_is_a_prompt_free_generator():
     card = registry.get_card("lct")
     assert card.inputs == () and card.result_type == "Generation"
-    assert {o.name for o in card.options} == {"seed", "steps", "class_label"}
+    assert {o.name for o in card.options} == {"seed", "steps", "count", "class_label"}
     assert card.option("class_label").choices == ("circle", "square", "triangle", "star", "ring", "hexagon")
     counts = registry.parameter_counts("lct", "adm")
     assert counts["denoiser"] == 151_587_844  # the authors' DhariwalUNet with train_lct.sh's arguments
@@ -48,9 +48,14 @@ def test_same_seed_same_image_whatever_the_batch(micro):
 
 def test_class_label_option(micro):
     out = micro.predict(None, seed=1, class_label="star")
-    assert out.info["class_label"] == 3 and out.info["class_name"] == "star"
-    drawn = micro.predict([None] * 4, seed=0)  # unset: drawn from each image's seed
-    assert {r.info["class_name"] for r in drawn} <= set(registry.get_card("lct").option("class_label").choices)
+    assert out.info["class_labels"] == [3] and out.info["class_names"] == ["star"]
+    drawn = micro.predict(None, seed=0, count=12)  # unset: drawn from each image's seed
+    assert len(drawn.images) == 12 and drawn.seeds == list(range(12))
+    assert len(set(drawn.info["class_names"])) > 1
+    assert set(drawn.info["class_names"]) <= set(registry.get_card("lct").option("class_label").choices)
+    batch = micro.predict([None, None], seed=0, count=3)
+    assert batch[1].seeds == [3, 4, 5]
+    assert np.abs(batch[1].images[2].astype(int) - drawn.images[5].astype(int)).max() <= 1  # seed 5 in both
     with pytest.raises(ValueError, match="class_label"):
         micro.predict(None, class_label="dragon")
 

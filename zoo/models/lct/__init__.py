@@ -74,9 +74,10 @@ CARD = ModelCard(
     result_type="Generation",
     inputs=(),
     options=(
-        OptionSpec("seed", "int", 0, "seed of the first image (image i uses seed + i)", minimum=0, maximum=2**31 - 1),
+        OptionSpec("seed", "int", 0, "seed of the first image (image i uses seed + i)", minimum=0, maximum=1_000_000),
         OptionSpec("steps", "int", 0, "consistency sampling steps (0: the variant's default, 1); 2 uses iCT's intermediate sigma 0.821",
                    minimum=0, maximum=16),
+        OptionSpec("count", "int", 1, "images per call (seeds seed, seed + 1, ...), shown as a grid", minimum=1, maximum=64),
         OptionSpec("class_label", "label", None, "the class to generate (class-conditional variants; unset: drawn from the seed)",
                    choices=SHAPES),
     ),

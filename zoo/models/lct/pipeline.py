@@ -193,21 +193,26 @@ class LatentConsistencyPipeline(Pipeline):
         return torch.cat(images), labels, timings
 
     def _predict(self, items: list[Any], seed: int = 0, steps: int = 0, class_label: int | None = None,
-                 **_: Any) -> list[Generation]:
-        seeds = [int(seed) + i for i in range(len(items))]
+                 count: int = 1, **_: Any) -> list[Generation]:
+        """Item i of the batch makes `count` images with seeds seed + i*count ... seed + (i+1)*count - 1."""
+        count = max(1, int(count))
+        seeds = [int(seed) + i for i in range(len(items) * count)]
         n = int(steps) or self.config.default_steps
         images, labels, timings = self.generate(seeds, n, class_label)
-        share = {k: v / len(seeds) for k, v in timings.items()}
+        share = {k: v * count / len(seeds) for k, v in timings.items()}
+        info: dict[str, Any] = {"sampler": "consistency" if self.config.parametrisation == "consistency" else "edm-heun",
+                                "network_calls": self.network_calls(n)}
+        if self.config.parametrisation == "consistency":
+            info["sigmas"] = sampling_sigmas(n, self.config.net.sigma_max, self.config.net.sigma_min, self.config.net.rho)
         results = []
-        for i, s in enumerate(seeds):
-            info: dict[str, Any] = {"sampler": "consistency" if self.config.parametrisation == "consistency" else "edm-heun",
-                                    "network_calls": self.network_calls(n)}
-            if self.config.parametrisation == "consistency":
-                info["sigmas"] = sampling_sigmas(n, self.config.net.sigma_max, self.config.net.sigma_min, self.config.net.rho)
+        for i in range(len(items)):
+            part = slice(i * count, (i + 1) * count)
+            extra: dict[str, Any] = {}
             if labels is not None:
-                info["class_label"] = int(labels[i])
-                info["class_name"] = self.config.class_names[int(labels[i])]
-            results.append(Generation([_to_uint8(images[i])], seeds=[s], steps=n, timings=share, info=info))
+                extra["class_labels"] = [int(v) for v in labels[part]]
+                extra["class_names"] = [self.config.class_names[int(v)] for v in labels[part]]
+            results.append(Generation([_to_uint8(im) for im in images[part]], seeds=seeds[part], steps=n, timings=share,
+                                      info={**info, **extra}))
         return results
 
 

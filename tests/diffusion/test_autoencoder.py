@@ -115,8 +115,10 @@ def test_build_perceptual_choices():
     assert build_perceptual("none") == (None, "none")
     distance, used = build_perceptual("random")
     assert isinstance(distance, FeatureDistance) and used == "random"
-    distance, used = build_perceptual("shapes")  # the shipped classifier, or the announced stand-in
-    assert used == "shapes" or used.startswith("random")
+    distance, used = build_perceptual("shapes")  # zoo's shipped classifier (zoo/metrics/weights)
+    assert used == "shapes" and isinstance(distance.net, StageFeatures)
+    x = torch.rand(2, 3, 32, 32)
+    assert distance(x, x).abs().max() < 1e-6 and (distance(x, x.flip(-1)) > 0).all()
     with pytest.raises(ValueError, match="unknown perceptual"):
         build_perceptual("vgg")
 

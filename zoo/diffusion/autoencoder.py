@@ -16,7 +16,9 @@ Objective (`autoencoder_loss`), LDM's `LPIPSWithDiscriminator` before its discri
 (the reference configs start it at step 50,001): images in [-1, 1],
     L = sum_pixels(|x - x_hat| + w_p * d_perc(x, x_hat)) / B + w_KL * sum_latents KL(q(z|x) || N(0, I)) / B
 with w_p = 1 (its default `perceptual_weight`) and w_KL = 1e-6 (the `kl_weight` of every LDM KL
-autoencoder config), the reconstruction decoded from a posterior sample. We divide L by the number
+autoencoder config), the reconstruction decoded from a posterior sample. (The card's micro variants
+train with w_p = 0.1: our uncalibrated perceptual distance is an order of magnitude larger than
+LPIPS-calibrated values; see zoo/models/autoencoder/__init__.py for the pilot.) We divide L by the number
 of pixel values 3HW so logged numbers read as per-pixel errors (Adam does not see a constant
 factor). Left out, and why: the PatchGAN term (it starts after 50k steps, beyond our CPU runs) and
 the learned scalar log-variance of the NLL (initialised at 0, it leaves the loss as above).

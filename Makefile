@@ -4,12 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install clean
+.PHONY: run test install lock clean
 
-$(STAMP): pyproject.toml
+# pyproject.toml states compatible ranges; constraints.txt pins the exact versions tested.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,docs]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -19,6 +20,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# After changing a range in pyproject.toml: pip install the new version into .venv, run the tests,
+# then pin what .venv now has.
+lock:
+	$(BIN)/python .ci/lock.py > constraints.txt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -6,8 +6,8 @@ are, only `run_graph` changes, so results read the same as on the torch backend.
 
 Threads: one process-wide pool per session sized to the CPUs this process may use
 (`os.sched_getaffinity`), sequential execution (our graphs are chains), full graph
-optimisation. Where the CUDA execution provider exists (the `gpu` extra installs
-onnxruntime-gpu) and the pipeline sits on a CUDA device, inputs and outputs are bound to
+optimisation. Where the CUDA execution provider exists (onnxruntime-gpu in place of
+onnxruntime, docs/export.md) and the pipeline sits on a CUDA device, inputs and outputs are bound to
 device memory with IO binding, so tensors never round-trip through the host.
 """
 
@@ -72,7 +72,7 @@ def choose_providers(device: str | torch.device = "cpu") -> list[str]:
         if "CUDAExecutionProvider" in available:
             providers.append("CUDAExecutionProvider")
         else:
-            log.warning("device %s requested but onnxruntime has no CUDA provider (install the `gpu` extra: onnxruntime-gpu); running on CPU", device)
+            log.warning("device %s requested but onnxruntime has no CUDA provider (swap onnxruntime for onnxruntime-gpu, see docs/export.md); running on CPU", device)
     providers.append("CPUExecutionProvider")
     return providers
 

@@ -1,8 +1,6 @@
-"""Prometheus metrics in the text exposition format (version 0.0.4), written by hand.
+"""Prometheus metrics through `prometheus_client`, named as Triton names them.
 
-`prometheus_client` is not a dependency: the three metric kinds the server needs (counter,
-gauge, histogram) fit in this file. Names follow Triton's `nv_inference_*` family so that
-dashboards built for Triton read ours:
+Names follow Triton's `nv_inference_*` family so that dashboards built for Triton read ours:
 
 - `nv_inference_request_success` / `nv_inference_request_failure` (with a `reason` label:
   REJECTED, CANCELED, BACKEND, OTHER, as Triton labels them; see `failure_reason`): requests
@@ -15,170 +13,54 @@ dashboards built for Triton read ours:
 - `nv_inference_batch_size`, `nv_inference_queue_duration_ms_histogram`,
   `nv_inference_compute_infer_duration_ms_histogram`: histograms for the distributions
   (Triton's histogram family has the `_ms` suffix).
+
+Every series carries the labels `model` (the v2 model name, i.e. a graph, or the REST model
+name) and `version`. `prometheus_client` keeps the values (thread-safe), the buckets and the text
+exposition (format 0.0.4, labels in alphabetical order as Triton's prometheus-cpp writes them).
+Two things differ from its defaults, to read as Triton: counters carry no `_total` suffix
+(prometheus_client appends one to every counter, the OpenMetrics convention), and the
+`_created` timestamp series (an OpenMetrics addition) are left out.
 """
 
 from __future__ import annotations
 
-import math
-import threading
-from typing import Iterable
+import re
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+import prometheus_client
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 DURATION_MS_BUCKETS = (0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
 
-def _escape(value: str) -> str:
-    """Label values escape backslash, double quote and newline (exposition format spec)."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class Series:
+    """A `prometheus_client` metric called with its labels as keywords: `inc(2, model="m", version="1")`."""
 
-
-def _format_value(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    if float(value).is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(float(value))
-
-
-def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: tuple[tuple[str, str], ...] = ()) -> str:
-    pairs = [*zip(names, values), *extra]
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in pairs) + "}"
-
-
-class _Metric:
-    kind = "untyped"
-
-    def __init__(self, name: str, help_text: str, labelnames: Iterable[str] = ()):
-        self.name = name
-        self.help = help_text
-        self.labelnames = tuple(labelnames)
-        self._lock = threading.Lock()
-
-    def _key(self, labels: dict[str, str]) -> tuple[str, ...]:
-        if set(labels) != set(self.labelnames):
-            raise ValueError(f"metric {self.name} takes labels {self.labelnames}, got {sorted(labels)}")
-        return tuple(str(labels[n]) for n in self.labelnames)
-
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, labelnames: Iterable[str] = ()):
-        super().__init__(name, help_text, labelnames)
-        self._values: dict[tuple[str, ...], float] = {}
+    def __init__(self, metric: prometheus_client.Counter | prometheus_client.Gauge | prometheus_client.Histogram,
+                 registry: CollectorRegistry, sample_name: str) -> None:
+        self.metric = metric
+        self._registry = registry
+        self._sample_name = sample_name  # the sample value() reads: a counter's `_total`, a histogram's `_count`
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
-        if amount < 0:
-            raise ValueError("a counter only goes up")
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self.metric.labels(**labels).inc(amount)  # type: ignore[union-attr]  # counters and gauges
+
+    def set(self, value: float, **labels: str) -> None:
+        self.metric.labels(**labels).set(value)  # type: ignore[union-attr]  # gauges
+
+    def observe(self, value: float, **labels: str) -> None:
+        self.metric.labels(**labels).observe(value)  # type: ignore[union-attr]  # histograms
 
     def touch(self, **labels: str) -> None:
         """Create the series at 0 so it shows before the first event."""
-        key = self._key(labels)
-        with self._lock:
-            self._values.setdefault(key, 0.0)
+        self.metric.labels(**labels)
 
     def value(self, **labels: str) -> float:
-        return self._values.get(self._key(labels), 0.0)
-
-    def total(self, **partial: str) -> float:
-        """Sum over every series whose labels include `partial` (e.g. all failure reasons of a model)."""
-        index = {n: i for i, n in enumerate(self.labelnames)}
-        with self._lock:
-            return sum(v for k, v in self._values.items() if all(k[index[n]] == str(want) for n, want in partial.items()))
-
-    def render(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{_labels(self.labelnames, k)} {_format_value(v)}" for k, v in items]
-
-
-class Gauge(Counter):
-    kind = "gauge"
-
-    def inc(self, amount: float = 1.0, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def dec(self, amount: float = 1.0, **labels: str) -> None:
-        self.inc(-amount, **labels)
-
-    def set(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            self._values[key] = float(value)
-
-
-class Histogram(_Metric):
-    """Cumulative buckets `le`, plus `_sum` and `_count` (exposition format)."""
-
-    kind = "histogram"
-
-    def __init__(self, name: str, help_text: str, labelnames: Iterable[str] = (), buckets: Iterable[float] = DURATION_MS_BUCKETS):
-        super().__init__(name, help_text, labelnames)
-        self.buckets = tuple(sorted(float(b) for b in buckets))
-        self._series: dict[tuple[str, ...], list[float]] = {}  # per-bucket counts (not cumulative), then sum, count
-
-    def observe(self, value: float, **labels: str) -> None:
-        key = self._key(labels)
-        with self._lock:
-            series = self._series.setdefault(key, [0.0] * (len(self.buckets) + 2))
-            for i, bound in enumerate(self.buckets):
-                if value <= bound:
-                    series[i] += 1
-                    break
-            series[-2] += value
-            series[-1] += 1
-
-    def count(self, **labels: str) -> float:
-        series = self._series.get(self._key(labels))
-        return series[-1] if series else 0.0
-
-    def render(self) -> list[str]:
-        lines = []
-        with self._lock:
-            items = sorted((k, list(v)) for k, v in self._series.items())
-        for key, series in items:
-            running = 0.0
-            for bound, n in zip(self.buckets, series):
-                running += n
-                lines.append(f"{self.name}_bucket{_labels(self.labelnames, key, (('le', _format_value(bound)),))} {_format_value(running)}")
-            lines.append(f"{self.name}_bucket{_labels(self.labelnames, key, (('le', '+Inf'),))} {_format_value(series[-1])}")
-            lines.append(f"{self.name}_sum{_labels(self.labelnames, key)} {_format_value(series[-2])}")
-            lines.append(f"{self.name}_count{_labels(self.labelnames, key)} {_format_value(series[-1])}")
-        return lines
-
-
-class Registry:
-    """An ordered set of metrics rendered together."""
-
-    def __init__(self) -> None:
-        self._metrics: list[_Metric] = []
-
-    def add(self, metric: _Metric) -> _Metric:
-        if any(m.name == metric.name for m in self._metrics):
-            raise ValueError(f"metric {metric.name} registered twice")
-        self._metrics.append(metric)
-        return metric
-
-    def render(self) -> str:
-        lines: list[str] = []
-        for metric in self._metrics:
-            lines += metric.header()
-            lines += metric.render()
-        return "\n".join(lines) + "\n"
+        """The current value (a histogram: its count of observations); 0 for a series not created yet."""
+        return self._registry.get_sample_value(self._sample_name, labels) or 0.0
 
 
 class ServingMetrics:
@@ -187,20 +69,34 @@ class ServingMetrics:
     VERSION = "1"
 
     def __init__(self) -> None:
-        self.registry = Registry()
+        self.registry = CollectorRegistry(auto_describe=True)
         labels = ("model", "version")
-        add = self.registry.add
-        self.request_success: Counter = add(Counter("nv_inference_request_success", "Number of successful inference requests, all batch sizes", labels))  # type: ignore[assignment]
-        self.request_failure: Counter = add(Counter("nv_inference_request_failure", "Number of failed inference requests, all batch sizes", (*labels, "reason")))  # type: ignore[assignment]
-        self.inference_count: Counter = add(Counter("nv_inference_count", "Number of inferences performed (a batch of n counts n)", labels))  # type: ignore[assignment]
-        self.exec_count: Counter = add(Counter("nv_inference_exec_count", "Number of model executions performed (a batch counts once)", labels))  # type: ignore[assignment]
-        self.request_duration_us: Counter = add(Counter("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds", labels))  # type: ignore[assignment]
-        self.queue_duration_us: Counter = add(Counter("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds", labels))  # type: ignore[assignment]
-        self.compute_infer_duration_us: Counter = add(Counter("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds", labels))  # type: ignore[assignment]
-        self.pending: Gauge = add(Gauge("nv_inference_pending_request_count", "Instantaneous number of pending requests awaiting execution", labels))  # type: ignore[assignment]
-        self.batch_size: Histogram = add(Histogram("nv_inference_batch_size", "Rows per model execution", labels, BATCH_BUCKETS))  # type: ignore[assignment]
-        self.queue_ms: Histogram = add(Histogram("nv_inference_queue_duration_ms_histogram", "Queue duration per request in milliseconds", labels))  # type: ignore[assignment]
-        self.compute_ms: Histogram = add(Histogram("nv_inference_compute_infer_duration_ms_histogram", "Compute duration per execution in milliseconds", labels))  # type: ignore[assignment]
+        self._counters: list[str] = []
+
+        def counter(name: str, help_text: str, labelnames: tuple[str, ...] = labels) -> Series:
+            self._counters.append(name)
+            return Series(prometheus_client.Counter(name, help_text, labelnames, registry=self.registry), self.registry, name + "_total")
+
+        def gauge(name: str, help_text: str) -> Series:
+            return Series(prometheus_client.Gauge(name, help_text, labels, registry=self.registry), self.registry, name)
+
+        def histogram(name: str, help_text: str, buckets: tuple[float, ...] = DURATION_MS_BUCKETS) -> Series:
+            return Series(prometheus_client.Histogram(name, help_text, labels, registry=self.registry, buckets=buckets), self.registry, name + "_count")
+
+        self.request_success = counter("nv_inference_request_success", "Number of successful inference requests, all batch sizes")
+        self.request_failure = counter("nv_inference_request_failure", "Number of failed inference requests, all batch sizes", (*labels, "reason"))
+        self.inference_count = counter("nv_inference_count", "Number of inferences performed (a batch of n counts n)")
+        self.exec_count = counter("nv_inference_exec_count", "Number of model executions performed (a batch counts once)")
+        self.request_duration_us = counter("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds")
+        self.queue_duration_us = counter("nv_inference_queue_duration_us", "Cumulative inference queuing duration in microseconds")
+        self.compute_infer_duration_us = counter("nv_inference_compute_infer_duration_us", "Cumulative compute inference duration in microseconds")
+        self.pending = gauge("nv_inference_pending_request_count", "Instantaneous number of pending requests awaiting execution")
+        self.batch_size = histogram("nv_inference_batch_size", "Rows per model execution", BATCH_BUCKETS)
+        self.queue_ms = histogram("nv_inference_queue_duration_ms_histogram", "Queue duration per request in milliseconds")
+        self.compute_ms = histogram("nv_inference_compute_infer_duration_ms_histogram", "Compute duration per execution in milliseconds")
+        names = "|".join(map(re.escape, self._counters))
+        self._counter_total = re.compile(rf"^((?:# (?:HELP|TYPE) )?(?:{names}))_total(?=[ {{])", re.M)
+        self._created = re.compile(r"^(?:# (?:HELP|TYPE) )?\w+_created[ {].*\n", re.M)
 
     def declare(self, model: str) -> None:
         """Show a model's counters at 0 from the start (Prometheus `rate()` needs the first sample)."""
@@ -228,7 +124,9 @@ class ServingMetrics:
             self.queue_ms.observe(waited * 1e3, **labels)
 
     def render(self) -> str:
-        return self.registry.render()
+        """The text exposition (CONTENT_TYPE): prometheus_client's, with Triton's counter names."""
+        text = prometheus_client.generate_latest(self.registry).decode("utf-8")
+        return self._counter_total.sub(r"\1", self._created.sub("", text))
 
 
 def failure_reason(status: int) -> str:

@@ -198,3 +198,29 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def http(url: str, **kwargs: Any) -> httpx.Client:
     return httpx.Client(base_url=url, timeout=30, **kwargs)
+
+
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample `name{labels} value` of a Prometheus text exposition: (labels, value), labels in any order."""
+    import re
+
+    found = []
+    for match in re.finditer(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", text, re.M):
+        labels = {k: re.sub(r"\\(.)", lambda m: "\n" if m[1] == "n" else m[1], v)
+                  for k, v in re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match[1] or "")}
+        found.append((labels, float(match[2])))
+    return found
+
+
+def metric_sample(text: str, name: str, default: float | None = None, **labels: str) -> float:
+    """One sample's value, found by its exact label set in any order (`le` compared as a number);
+    `default` when it is missing, else an AssertionError."""
+    def key(pairs: dict[str, str]) -> dict[str, object]:
+        return {k: float(v) if k == "le" else v for k, v in pairs.items()}
+
+    for found, value in metric_samples(text, name):
+        if key(found) == key(labels):
+            return value
+    if default is not None:
+        return default
+    raise AssertionError(f"{name}{labels} missing from the metrics")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from serving_support import FAKE, FAKE_GRAPH, expected_outputs, http, live, png_bytes
+from serving_support import FAKE, FAKE_GRAPH, expected_outputs, http, live, metric_sample, png_bytes
 
 from serving import BatchingConfig, create_app
 from serving.batching import GraphBatcher, is_batchable
@@ -181,5 +181,5 @@ def test_server_queue_full_and_timeout(fakes):
         assert post(0).status_code == 200
         with http(server.url) as h:
             metrics = h.get("/metrics").text
-    assert f'nv_inference_request_failure{{model="{FAKE_GRAPH}",version="1",reason="REJECTED"}} 1' in metrics
-    assert f'nv_inference_request_failure{{model="{FAKE_GRAPH}",version="1",reason="CANCELED"}} 1' in metrics
+    assert metric_sample(metrics, "nv_inference_request_failure", model=FAKE_GRAPH, version="1", reason="REJECTED") == 1
+    assert metric_sample(metrics, "nv_inference_request_failure", model=FAKE_GRAPH, version="1", reason="CANCELED") == 1

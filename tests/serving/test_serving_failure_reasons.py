@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
-from serving_support import FAKE, http, live, png_bytes
+from serving_support import FAKE, http, live, metric_sample, png_bytes
 
 from demos.app import api_name, build_demo
 from serving import create_app
@@ -15,9 +13,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 
 def sample(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    match = re.search(rf"^{re.escape(name)}\{{{re.escape(wanted)}\}} (\S+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
+    return metric_sample(text, name, default=0.0, **labels)
 
 
 @pytest.fixture

@@ -1,31 +1,46 @@
-"""Prometheus /metrics: the text format by hand, and the server's counts after known traffic."""
+"""Prometheus /metrics: prometheus_client's text format with Triton's names, and the server's counts after known traffic."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
-from serving_support import BROKEN, FAKE, FAKE_GRAPH, http, live, png_bytes
+from serving_support import BROKEN, FAKE, FAKE_GRAPH, http, live, metric_sample, metric_samples, png_bytes
 
 from serving import BatchingConfig, create_app
-from serving.metrics import Counter, Histogram, Registry, ServingMetrics, failure_reason
+from serving.metrics import CONTENT_TYPE, ServingMetrics, failure_reason
 
 
-def test_text_format_by_hand():
-    registry = Registry()
-    counter = registry.add(Counter("c_total", "a counter", ("model",)))
-    histogram = registry.add(Histogram("h", "a histogram", ("model",), buckets=(1, 4)))
-    counter.inc(2, model='a"b\\c\nd')
-    counter.inc(model='a"b\\c\nd')
-    for value in (0.5, 1, 3, 9):
-        histogram.observe(value, model="m")
-    assert registry.render() == (
-        "# HELP c_total a counter\n# TYPE c_total counter\n"
-        'c_total{model="a\\"b\\\\c\\nd"} 3\n'
-        "# HELP h a histogram\n# TYPE h histogram\n"
-        'h_bucket{model="m",le="1"} 2\nh_bucket{model="m",le="4"} 3\nh_bucket{model="m",le="+Inf"} 4\n'
-        'h_sum{model="m"} 13.5\nh_count{model="m"} 4\n'
-    )
+def test_text_format_is_tritons():
+    """Counters without prometheus_client's `_total` suffix, no `_created` series, escaped label
+    values, cumulative histogram buckets with `_sum` and `_count`."""
+    metrics = ServingMetrics()
+    model = 'a"b\\c\nd'
+    metrics.request_done(model, 0.5)
+    metrics.request_done(model, 0.25, failure_reason="BACKEND")
+    metrics.batch_done("m", rows=3, compute_s=0.004, queue_s=[0.0005, 0.009])
+    text = metrics.render()
+    assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+    assert "_total" not in text and "_created" not in text
+    assert "# TYPE nv_inference_request_success counter\n" in text
+    assert "# TYPE nv_inference_pending_request_count gauge\n" in text
+    assert "# TYPE nv_inference_batch_size histogram\n" in text
+    assert 'nv_inference_request_success{model="a\\"b\\\\c\\nd",version="1"} 1.0\n' in text  # escaped: \" \\ \n
+    assert metric_sample(text, "nv_inference_request_failure", model=model, version="1", reason="BACKEND") == 1
+    assert metric_sample(text, "nv_inference_request_duration_us", model=model, version="1") == 750_000
+    buckets = {labels["le"]: value for labels, value in metric_samples(text, "nv_inference_queue_duration_ms_histogram_bucket")}
+    assert buckets["0.5"] == 1 and buckets["5.0"] == 1 and buckets["10.0"] == 2 and buckets["+Inf"] == 2  # cumulative
+    assert metric_sample(text, "nv_inference_queue_duration_ms_histogram_sum", model="m", version="1") == 9.5
+    assert metric_sample(text, "nv_inference_queue_duration_ms_histogram_count", model="m", version="1") == 2
+    assert metrics.batch_size.value(model="m", version="1") == 1  # a histogram's value(): its count
+
+
+def test_declare_shows_zero_series():
+    metrics = ServingMetrics()
+    metrics.declare("g")
+    text = metrics.render()
+    assert metric_sample(text, "nv_inference_request_success", model="g", version="1") == 0
+    assert metric_sample(text, "nv_inference_pending_request_count", model="g", version="1") == 0
+    metrics.pending.set(3, model="g", version="1")
+    assert metrics.pending.value(model="g", version="1") == 3
 
 
 def test_failure_reasons():
@@ -37,10 +52,7 @@ def test_failure_reasons():
 
 
 def sample(text: str, name: str, **labels: str) -> float:
-    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    match = re.search(rf"^{re.escape(name)}\{{{re.escape(wanted)}\}} (\S+)$", text, re.M)
-    assert match, f"{name}{{{wanted}}} missing"
-    return float(match.group(1))
+    return metric_sample(text, name, **labels)
 
 
 def test_server_metrics_count_traffic(fakes):

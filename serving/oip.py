@@ -50,7 +50,7 @@ from serving.metrics import failure_reason
 
 if TYPE_CHECKING:
     from serving.model_manager import GraphEndpoint, ModelManager
-    from zoo.pipeline import TensorSpec
+    from zoo.pipeline import GraphSpec, TensorSpec
 
 # Triton datatype <-> numpy. BYTES (strings) and BF16 have no graph that uses them here.
 TRITON_TO_NUMPY: dict[str, np.dtype] = {
@@ -194,6 +194,7 @@ def parse_infer_request(document: dict[str, Any], binary: bytes, endpoint: "Grap
             if "data" not in raw:
                 raise BadRequest(f"model {name!r}: input {in_name!r} has no 'data' and no binary_data_size")
             array = _json_tensor(raw["data"], dtype, shape, f"model {name!r}: input {in_name!r}")
+        check_values(array, tensor_spec, f"model {name!r}: input {in_name!r}")
         arrays[in_name] = array
     if offset != len(binary):
         raise BadRequest(f"model {name!r}: {len(binary) - offset} binary bytes after the inputs are left over")
@@ -252,7 +253,28 @@ def _check_shape(shape: Any, tensor_spec: "TensorSpec", endpoint: "GraphEndpoint
             high = endpoint.max_batch_size
         if got < low or (high is not None and got > high):
             raise BadRequest(f"model {name!r}: input {in_name!r} dimension {axis} ({want}) is {got}, allowed {low}..{high}")
+        multiple = endpoint.spec.multiple_of.get(want)
+        if multiple and got % multiple:
+            raise BadRequest(f"model {name!r}: input {in_name!r} dimension {axis} ({want}) is {got}, must be a multiple of {multiple}")
     return shape
+
+
+def check_values(array: np.ndarray, tensor_spec: "TensorSpec", where: str) -> None:
+    """Values a graph cannot take: any value outside the spec's `valid_range` (an index into
+    a table: a timestep, a token id, a class label)."""
+    if not array.size:
+        return
+    if tensor_spec.valid_range is not None:
+        low, high = tensor_spec.valid_range
+        outside = (array < low) | (array > high)
+        if outside.any():
+            first = int(np.flatnonzero(outside.reshape(-1))[0])
+            bad = array.reshape(-1)[first]
+            raise BadRequest(f"{where} value {bad} (flat index {first}) is outside its valid range {_number(low)}..{_number(high)}")
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
 
 
 _KINDS_FOR = {"b": ("b",), "u": ("u", "i", "b"), "i": ("i", "u", "b"), "f": ("f", "i", "u", "b")}
@@ -312,14 +334,35 @@ def encode_infer_response(model_name: str, request: InferRequest, names: list[st
     return head + b"".join(blobs), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
 
 
+def input_constraints(spec: "GraphSpec", tensor: "TensorSpec") -> dict[str, Any]:
+    """What an input's shape and datatype do not say: `multiple_of` (one number per axis of
+    the metadata shape, 1 where any size goes) and `valid_range` ([low, high], inclusive)."""
+    out: dict[str, Any] = {}
+    multiples = [spec.multiple_of.get(d, 1) if isinstance(d, str) else 1 for d in tensor.shape]
+    if any(m != 1 for m in multiples):
+        out["multiple_of"] = multiples
+    if tensor.valid_range is not None:
+        out["valid_range"] = [_number(v) for v in tensor.valid_range]
+    return out
+
+
 def model_metadata(endpoint: "GraphEndpoint", backend: str) -> dict[str, Any]:
+    """Triton's metadata; an input with constraints beyond its shape carries them as
+    `parameters` (the optional tensor parameters MLServer's metadata has too)."""
     spec = endpoint.spec
     assert spec is not None
+    inputs = []
+    for t in spec.inputs:
+        entry: dict[str, Any] = {"name": t.name, "datatype": triton_dtype(t.dtype), "shape": metadata_shape(t)}
+        constraints = input_constraints(spec, t)
+        if constraints:
+            entry["parameters"] = constraints
+        inputs.append(entry)
     return {
         "name": endpoint.name,
         "versions": [MODEL_VERSION],
         "platform": platform_name(backend),
-        "inputs": [{"name": t.name, "datatype": triton_dtype(t.dtype), "shape": metadata_shape(t)} for t in spec.inputs],
+        "inputs": inputs,
         "outputs": [{"name": t.name, "datatype": triton_dtype(t.dtype), "shape": metadata_shape(t)} for t in spec.outputs],
     }
 
@@ -346,6 +389,13 @@ def model_config(endpoint: "GraphEndpoint", backend: str, manager: "ModelManager
         "instance_group": [{"count": 1, "kind": "KIND_GPU" if str(manager.device).startswith("cuda") else "KIND_CPU"}],
         "parameters": {"zoo_model": {"string_value": endpoint.model}, "zoo_graph": {"string_value": endpoint.graph}},
     }
+    # Triton's config has no per-input constraints beyond dims: model parameters (string values)
+    # carry them as JSON by input name, multiple_of aligned with that input's config `dims`.
+    for key in ("multiple_of", "valid_range"):
+        found = {t.name: input_constraints(spec, t).get(key) for t in spec.inputs}
+        found = {n: (v[skip:] if key == "multiple_of" else v) for n, v in found.items() if v is not None}
+        if found:
+            config["parameters"][f"zoo_{key}"] = {"string_value": json.dumps(found)}
     if endpoint.max_batch_size:
         config["dynamic_batching"] = {
             "max_queue_delay_microseconds": int(manager.batching.max_queue_delay_s * 1e6),

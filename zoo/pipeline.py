@@ -21,12 +21,16 @@ GraphRunner = Callable[..., Sequence[torch.Tensor]]
 @dataclass
 class TensorSpec:
     """One input or output of a graph. `shape` holds ints for fixed sizes and names for
-    dynamic ones ("batch", "height", ...); `value_range` bounds random example values."""
+    dynamic ones ("batch", "height", ...); `value_range` bounds random example values.
+    `valid_range` (low, high), inclusive, is a true bound: values outside it are undefined for
+    the graph (an integer input that indexes a table: a timestep, a token id, a class label),
+    so the server refuses them with a 400 instead of failing or answering garbage."""
 
     name: str
     shape: tuple[int | str, ...]
     dtype: str = "float32"
     value_range: tuple[float, float] = (0.0, 1.0)
+    valid_range: tuple[float, float] | None = None
 
     def concrete_shape(self, dims: dict[str, int]) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else _dim_size(d, dims) for d in self.shape)
@@ -55,7 +59,9 @@ class GraphSpec:
     `dims` gives each dynamic dimension's (min, opt, max): example inputs use `opt`
     (export uses a batch of at least 2), parity checks use other sizes inside the range,
     and TensorRT optimisation profiles use all three. A size missing from `dims` is fixed;
-    `note` says why (e.g. EfficientAD's autoencoder ties the graph to one H x W)."""
+    `note` says why (e.g. EfficientAD's autoencoder ties the graph to one H x W).
+    `multiple_of` maps a dynamic dimension to the number its size must be a multiple of
+    (a U-Net's stride-2 levels); the server checks it and publishes it in the v2 metadata."""
 
     name: str
     module: nn.Module
@@ -63,6 +69,7 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     dims: dict[str, tuple[int, int, int]] = field(default_factory=lambda: {"batch": (1, 2, 16)})
     note: str = ""
+    multiple_of: dict[str, int] = field(default_factory=dict)
     # Share of output elements the fp16 export may put outside its 1e-2 tolerance: 0 unless the
     # graph thresholds its own intermediate values (e.g. OneFormer's masked attention), where
     # fp16 rounding flips a few decisions; `note` says why, and the task metric must still pass.

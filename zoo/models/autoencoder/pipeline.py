@@ -34,7 +34,8 @@ class AutoencoderPipeline(Pipeline):
         return [
             GraphSpec("encode", EncoderGraph(self.model), (TensorSpec("image", ("batch", rgb, "height", "width")),),
                       (TensorSpec("latents", ("batch", c, f"height/{f}", f"width/{f}"), value_range=(-2.0, 2.0)),),
-                      dims=image_dims, note=f"height and width must be multiples of {f} (the downsampling factor)"),
+                      dims=image_dims, note=f"height and width must be multiples of {f} (the downsampling factor)",
+                      multiple_of={"height": f, "width": f}),
             GraphSpec("decode", DecoderGraph(self.model),
                       (TensorSpec("latents", ("batch", c, "latent_height", "latent_width"), value_range=(-1.5, 1.5)),),
                       (TensorSpec("image", ("batch", rgb, f"latent_height*{f}", f"latent_width*{f}")),),

@@ -55,16 +55,20 @@ class DocDiffPipeline(Pipeline):
         dims = {"batch": (1, 2, 16), "height": (32, self.config.tile_size, 1024), "width": (32, self.config.tile_size, 1024)}
         note = f"height and width must be multiples of {self.config.multiple} (three stride-2 levels)"
         image = ("batch", c, "height", "width")
+        multiple = {"height": self.config.multiple, "width": self.config.multiple}
         return [
             GraphSpec("coarse", CoarseGraph(self.model), (TensorSpec("image", image),),
-                      (TensorSpec("coarse", image),), dims=dict(dims), note=note),
+                      (TensorSpec("coarse", image),), dims=dict(dims), note=note, multiple_of=dict(multiple)),
             GraphSpec(
                 "refine_step", RefineStepGraph(self.model),
                 (TensorSpec("noisy", image, value_range=(-2.0, 2.0)), TensorSpec("coarse", image),
-                 TensorSpec("timestep", ("batch",), dtype="int64", value_range=(0, self.config.timesteps - 1)),
-                 TensorSpec("prev_timestep", ("batch",), dtype="int64", value_range=(-1, self.config.timesteps - 2))),
+                 # t indexes the schedule's gamma table (t = -1 would divide by 1 - gamma = 0); t_prev = -1 ends the chain
+                 TensorSpec("timestep", ("batch",), dtype="int64", value_range=(0, self.config.timesteps - 1),
+                            valid_range=(0, self.config.timesteps - 1)),
+                 TensorSpec("prev_timestep", ("batch",), dtype="int64", value_range=(-1, self.config.timesteps - 2),
+                            valid_range=(-1, self.config.timesteps - 1))),
                 (TensorSpec("next", image, value_range=(-2.0, 2.0)), TensorSpec("residual", image, value_range=(-1.0, 1.0))),
-                dims=dict(dims), note=note,
+                dims=dict(dims), note=note, multiple_of=dict(multiple),
             ),
         ]
 

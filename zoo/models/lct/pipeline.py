@@ -130,7 +130,8 @@ class LatentConsistencyPipeline(Pipeline):
         inputs = [TensorSpec("latents", latent, value_range=(-2.0, 2.0)),
                   TensorSpec("sigma", ("batch",), value_range=(net.sigma_min, net.sigma_max))]
         if self.conditional:
-            inputs.append(TensorSpec("class_label", ("batch",), dtype="int64", value_range=(0, net.num_classes - 1)))
+            inputs.append(TensorSpec("class_label", ("batch",), dtype="int64", value_range=(0, net.num_classes - 1),
+                                     valid_range=(0, net.num_classes - 1)))  # indexes the class embedding
         dims = {"batch": (1, 2, 64)}
         note = f"the network runs at the latent size it was trained at ({net.latent_size}x{net.latent_size})"
         return [

@@ -151,7 +151,8 @@ class OneFormerPipeline(Pipeline):
         return [GraphSpec(
             "segment", OneFormerGraph(self.model),
             (TensorSpec("images", ("batch", 3, size, size), value_range=(-2.0, 2.0)),
-             TensorSpec("task_tokens", ("batch", c.task_seq_len), dtype="int64", value_range=(0, VOCAB_SIZE - 1))),
+             TensorSpec("task_tokens", ("batch", c.task_seq_len), dtype="int64", value_range=(0, VOCAB_SIZE - 1),
+                        valid_range=(0, VOCAB_SIZE - 1))),
             (TensorSpec("class_logits", ("batch", queries, c.num_classes + 1), value_range=(-10.0, 10.0)),
              TensorSpec("mask_logits", ("batch", queries, size // 4, size // 4), value_range=(-10.0, 10.0))),
             note=f"images are letterboxed to a fixed {size} x {size} (the model's input side); task_tokens are "

@@ -260,10 +260,16 @@ def _check_shape(shape: Any, tensor_spec: "TensorSpec", endpoint: "GraphEndpoint
 
 
 def check_values(array: np.ndarray, tensor_spec: "TensorSpec", where: str) -> None:
-    """Values a graph cannot take: any value outside the spec's `valid_range` (an index into
-    a table: a timestep, a token id, a class label)."""
+    """Values a graph cannot take: NaN or +-Inf in a float tensor, and any value outside the
+    spec's `valid_range` (an index into a table: a timestep, a token id, a class label)."""
     if not array.size:
         return
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            first = int(np.flatnonzero(~finite.reshape(-1))[0])
+            bad = array.reshape(-1)[first]
+            raise BadRequest(f"{where} holds {int(finite.size - finite.sum())} non-finite value(s) (first: {bad} at flat index {first}); NaN and Inf are not valid inputs")
     if tensor_spec.valid_range is not None:
         low, high = tensor_spec.valid_range
         outside = (array < low) | (array > high)
@@ -297,10 +303,36 @@ def _json_tensor(data: Any, dtype: np.dtype, shape: list[int], where: str) -> np
         info = np.iinfo(dtype)
         if raw.min() < info.min or raw.max() > info.max:
             raise BadRequest(f"{where}: values out of range for {NUMPY_TO_TRITON[dtype]}")
-    return raw.astype(dtype).reshape(shape)
+    with np.errstate(over="ignore"):  # a float beyond the datatype becomes inf, refused by check_values
+        return raw.astype(dtype).reshape(shape)
 
 
 # -- responses -----------------------------------------------------------------------------
+def json_safe(value: Any) -> Any:
+    """A JSON document with every non-finite float (NaN, +-Inf) replaced by null, so that
+    `json.dumps(..., allow_nan=False)` never fails and no response holds a bare NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def json_numbers(array: np.ndarray) -> tuple[list[Any], int]:
+    """A tensor's values as a flat JSON list and how many were non-finite. JSON has no NaN or
+    Infinity: each becomes null (numpy and tritonclient read null back as NaN in a float
+    array); binary outputs keep the exact values."""
+    values = array.ravel().tolist()
+    if array.dtype.kind != "f":
+        return values, 0
+    bad = np.flatnonzero(~np.isfinite(array.ravel()))
+    for index in bad.tolist():
+        values[index] = None
+    return values, int(bad.size)
+
+
 def encode_infer_response(model_name: str, request: InferRequest, names: list[str], tensors: list[np.ndarray]) -> tuple[bytes, dict[str, str]]:
     """The response body and headers: JSON, then any binary outputs in order."""
     wanted = request.outputs or [RequestedOutput(n, request.binary_default) for n in names]
@@ -323,12 +355,14 @@ def encode_infer_response(model_name: str, request: InferRequest, names: list[st
         elif datatype == "BYTES":  # JSON carries strings: our BYTES outputs are UTF-8 (result JSON)
             entry["data"] = [bytes(x).decode("utf-8") for x in array.ravel()]
         else:
-            entry["data"] = array.ravel().tolist()
+            entry["data"], non_finite = json_numbers(array)
+            if non_finite:
+                entry["parameters"] = {"non_finite_count": non_finite}
         outputs.append(entry)
     document: dict[str, Any] = {"model_name": model_name, "model_version": MODEL_VERSION, "outputs": outputs}
     if request.id is not None:
         document["id"] = request.id
-    head = json.dumps(document, separators=(",", ":")).encode()
+    head = json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
         return head, {"content-type": "application/json"}
     return head + b"".join(blobs), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}

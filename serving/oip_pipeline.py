@@ -42,7 +42,7 @@ from PIL import Image
 
 from serving.errors import BadRequest, PayloadTooLarge, ServingError
 from serving.limits import Limits
-from serving.oip import MODEL_VERSION, TRITON_TO_NUMPY, RequestedOutput, _as_dict, _json_tensor
+from serving.oip import MODEL_VERSION, TRITON_TO_NUMPY, RequestedOutput, _as_dict, _json_tensor, json_safe
 
 if TYPE_CHECKING:
     from zoo.registry import InputSpec, ModelCard, OptionSpec
@@ -306,10 +306,15 @@ def result_tensors(card: "ModelCard", result: Any) -> tuple[list[str], list[np.n
     names = [o["name"] for o in output_tensors(card)]
     if "images" not in names:
         document = result.to_json()
-        return names, [np.array([json.dumps(document).encode()], dtype=np.object_)]
+        return names, [np.array([_dumps(document)], dtype=np.object_)]
     document = result.to_json(include_images=False)
     images = [np.asarray(im, dtype=np.uint8) for im in result.images]
     if len({im.shape for im in images}) > 1:
         raise ServingError(f"{card.name}: images of different sizes {[list(im.shape) for im in images]} cannot form one tensor")
     stacked = np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
-    return names, [np.array([json.dumps(document).encode()], dtype=np.object_), stacked]
+    return names, [np.array([_dumps(document)], dtype=np.object_), stacked]
+
+
+def _dumps(document: Any) -> bytes:
+    """The result's JSON (non-finite numbers as null: JSON has no NaN)."""
+    return json.dumps(json_safe(document), allow_nan=False).encode()

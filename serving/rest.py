@@ -39,6 +39,7 @@ from starlette.datastructures import UploadFile
 from serving.errors import BadRequest, PayloadTooLarge, ServingError
 from serving.limits import Limits
 from serving.metrics import failure_reason
+from serving.oip import json_safe
 from zoo.registry import InputSpec, parse_bool
 
 if TYPE_CHECKING:
@@ -330,7 +331,7 @@ async def _predict(manager: "ModelManager", entry: "ModelEntry", request: Reques
         "model": entry.name,
         "variant": pipeline.variant if pipeline is not None else entry.variant,
         "backend": pipeline.backend if pipeline is not None else None,
-        "result": result.to_json(),
+        "result": json_safe(result.to_json()),  # NaN/Inf as null: JSON has neither
     }
     if png is not None:
         document["overlay_png_base64"] = base64.b64encode(png).decode()

@@ -71,6 +71,17 @@ def test_task_tokens_must_be_in_the_vocabulary(real_server):
     assert f"input 'task_tokens' value {VOCAB_SIZE} (flat index 5) is outside its valid range 0..{VOCAB_SIZE - 1}" in response.json()["error"]
 
 
+def test_non_finite_data_is_refused(real_server):
+    image = np.zeros((1, 3, 32, 32), np.float32)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        image.reshape(-1)[7] = bad
+        body = json.dumps({"inputs": [_tensor("image", image, "FP32")]})  # json.dumps writes bare NaN/Infinity
+        with http(real_server.url) as h:
+            response = h.post("/v2/models/coarse/infer", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400, response.text
+        assert "input 'image' holds 1 non-finite value(s)" in response.json()["error"] and "flat index 7" in response.json()["error"]
+
+
 def test_constraints_are_published(real_server):
     with http(real_server.url) as h:
         coarse = h.get("/v2/models/coarse").json()

@@ -191,3 +191,49 @@ def test_tritonclient_sees_error_messages(server):
     with pytest.raises(InferenceServerException) as err:
         client(server).infer(FAKE_GRAPH, [tensor])
     assert err.value.status() == "400" and "dimension 2 must be 8" in err.value.message()
+
+
+def test_non_finite_inputs_are_400s(server):
+    """NaN/Inf tensor data, in JSON (bare NaN/Infinity tokens) or binary, is refused naming the input."""
+    with http(server.url) as h:
+        for bad in ("NaN", "Infinity", "-Infinity", "1e39"):  # 1e39 overflows FP32 to inf
+            body = '{"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": [%s%s]}]}' % (bad, ", 0.0" * 191)
+            response = h.post(f"/v2/models/{FAKE_GRAPH}/infer", content=body, headers={"content-type": "application/json"})
+            assert response.status_code == 400, (bad, response.text)
+            assert "input 'image' holds 1 non-finite value(s)" in response.json()["error"] and "flat index 0" in response.json()["error"]
+        blob = np.zeros((1, 3, 8, 8), "<f4")
+        blob[0, 1, 2, 3] = np.nan
+        head = json.dumps({"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": blob.nbytes}}]}).encode()
+        response = h.post(f"/v2/models/{FAKE_GRAPH}/infer", content=head + blob.tobytes(), headers={"Inference-Header-Content-Length": str(len(head))})
+        assert response.status_code == 400 and "flat index 83" in response.json()["error"], response.text
+
+
+def test_non_finite_outputs_are_valid_json(server):
+    """An output that overflows (3e38 channels -> an Inf map) comes back as strict JSON: null
+    for each non-finite value, counted in the output's parameters; binary keeps the values."""
+    x = np.full((1, 3, 8, 8), 3e38, np.float32)
+    x[0, :, 0, 0] = 1.0
+    with http(server.url) as h:
+        response = h.post(f"/v2/models/{FAKE_GRAPH}/infer", json={"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": x.ravel().tolist()}]})
+    assert response.status_code == 200, response.text[:300]
+    document = json.loads(response.text, parse_constant=lambda token: pytest.fail(f"bare {token} in the response"))
+    outputs = {o["name"]: o for o in document["outputs"]}
+    assert outputs["anomaly_map"]["parameters"] == {"non_finite_count": 63} and outputs["score"]["parameters"] == {"non_finite_count": 1}
+    assert outputs["anomaly_map"]["data"][0] == pytest.approx(2.0) and outputs["anomaly_map"]["data"][1] is None
+    via_json = infer(server, x, binary=False).as_numpy("anomaly_map")  # tritonclient reads null as NaN
+    assert np.isnan(via_json).sum() == 63 and via_json[0, 0, 0, 0] == pytest.approx(2.0)
+    assert np.isposinf(infer(server, x, binary=True).as_numpy("anomaly_map")).sum() == 63
+
+
+def test_result_json_has_no_bare_nan():
+    from serving.oip import json_safe
+    from serving.oip_pipeline import result_tensors
+    from zoo.results import AnomalyResult
+
+    class Card:
+        name, result_type = "x", "AnomalyResult"
+
+    _, (result,) = result_tensors(Card(), AnomalyResult(float("nan"), np.full((2, 2), np.inf, np.float32)))
+    document = json.loads(result[0], parse_constant=lambda token: pytest.fail(f"bare {token}"))
+    assert document["score"] is None and document["map_max"] is None
+    assert json_safe({"a": [1.0, float("-inf"), {"b": (float("nan"), 2)}], "c": "NaN"}) == {"a": [1.0, None, {"b": [None, 2]}], "c": "NaN"}

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -48,7 +48,7 @@ DEMO_PATH = "/demo"
 
 
 def create_app(
-    models: str | Sequence[str] | Mapping[str, "Pipeline"] | None = None,
+    models: str | Sequence[str] | Mapping[str, Pipeline] | None = None,
     backend: str = "torch",
     *,
     device: str = "cpu",
@@ -146,7 +146,9 @@ def mount_demo(app: FastAPI, blocks: Any, api_key: str | None = None, max_file_s
     import gradio as gr
 
     auth = ("zoo", api_key) if api_key else None
-    gr.mount_gradio_app(app, blocks, path=DEMO_PATH, auth=auth, max_file_size=max_file_size, show_error=True)
+    # root_path: Gradio's /run/predict (a clicked example) builds file URLs without the mount
+    # path unless it is given; /config adds it either way.
+    gr.mount_gradio_app(app, blocks, path=DEMO_PATH, root_path=DEMO_PATH, auth=auth, max_file_size=max_file_size, show_error=True)
 
 
 def _declare_api_key(app: FastAPI) -> None:

@@ -40,9 +40,9 @@ class Series:
     """A `prometheus_client` metric called with its labels as keywords: `inc(2, model="m", version="1")`."""
 
     def __init__(self, metric: prometheus_client.Counter | prometheus_client.Gauge | prometheus_client.Histogram,
-                 registry: CollectorRegistry, sample_name: str) -> None:
+                 labelnames: tuple[str, ...], sample_name: str) -> None:
         self.metric = metric
-        self._registry = registry
+        self.labelnames = labelnames
         self._sample_name = sample_name  # the sample value() reads: a counter's `_total`, a histogram's `_count`
 
     def inc(self, amount: float = 1.0, **labels: str) -> None:
@@ -58,9 +58,18 @@ class Series:
         """Create the series at 0 so it shows before the first event."""
         self.metric.labels(**labels)
 
+    def total(self, **partial: str) -> float:
+        """Sum over every series whose labels include `partial` (e.g. all failure reasons of a model)."""
+        return sum(sample.value for family in self.metric.collect() for sample in family.samples
+                   if sample.name == self._sample_name and all(sample.labels.get(k) == str(v) for k, v in partial.items()))
+
     def value(self, **labels: str) -> float:
         """The current value (a histogram: its count of observations); 0 for a series not created yet."""
-        return self._registry.get_sample_value(self._sample_name, labels) or 0.0
+        if set(labels) != set(self.labelnames):
+            raise ValueError(f"{self._sample_name} takes labels {self.labelnames}, got {sorted(labels)}")
+        return self.total(**labels)
+
+    count = value  # a histogram's number of observations
 
 
 class ServingMetrics:
@@ -75,13 +84,13 @@ class ServingMetrics:
 
         def counter(name: str, help_text: str, labelnames: tuple[str, ...] = labels) -> Series:
             self._counters.append(name)
-            return Series(prometheus_client.Counter(name, help_text, labelnames, registry=self.registry), self.registry, name + "_total")
+            return Series(prometheus_client.Counter(name, help_text, labelnames, registry=self.registry), labelnames, name + "_total")
 
         def gauge(name: str, help_text: str) -> Series:
-            return Series(prometheus_client.Gauge(name, help_text, labels, registry=self.registry), self.registry, name)
+            return Series(prometheus_client.Gauge(name, help_text, labels, registry=self.registry), labels, name)
 
         def histogram(name: str, help_text: str, buckets: tuple[float, ...] = DURATION_MS_BUCKETS) -> Series:
-            return Series(prometheus_client.Histogram(name, help_text, labels, registry=self.registry, buckets=buckets), self.registry, name + "_count")
+            return Series(prometheus_client.Histogram(name, help_text, labels, registry=self.registry, buckets=buckets), labels, name + "_count")
 
         self.request_success = counter("nv_inference_request_success", "Number of successful inference requests, all batch sizes")
         self.request_failure = counter("nv_inference_request_failure", "Number of failed inference requests, all batch sizes", (*labels, "reason"))
@@ -105,17 +114,16 @@ class ServingMetrics:
         self.pending.touch(model=model, version=self.VERSION)
 
     def request_done(self, model: str, duration_s: float, failure_reason: str | None = None) -> None:
-        labels = {"model": model, "version": self.VERSION}
         if failure_reason is None:
-            self.request_success.inc(**labels)
+            self.request_success.inc(model=model, version=self.VERSION)
         else:
-            self.request_failure.inc(**labels, reason=failure_reason)
-        self.request_duration_us.inc(duration_s * 1e6, **labels)
+            self.request_failure.inc(model=model, version=self.VERSION, reason=failure_reason)
+        self.request_duration_us.inc(duration_s * 1e6, model=model, version=self.VERSION)
 
     def batch_done(self, model: str, rows: int, compute_s: float, queue_s: list[float]) -> None:
         labels = {"model": model, "version": self.VERSION}
         self.inference_count.inc(rows, **labels)
-        self.exec_count.inc(**labels)
+        self.exec_count.inc(model=model, version=self.VERSION)
         self.batch_size.observe(rows, **labels)
         self.compute_infer_duration_us.inc(compute_s * 1e6, **labels)
         self.compute_ms.observe(compute_s * 1e3, **labels)

@@ -43,6 +43,24 @@ def test_declare_shows_zero_series():
     assert metrics.pending.value(model="g", version="1") == 3
 
 
+def test_series_totals_and_counts():
+    """What the v2 statistics extension reads (serving/oip.py `_stats`)."""
+    metrics = ServingMetrics()
+    for reason in ("OTHER", "OTHER", "BACKEND"):
+        metrics.request_done("g", 0.001, failure_reason=reason)
+    metrics.request_done("h", 0.001, failure_reason="REJECTED")
+    assert metrics.request_failure.total(model="g") == 3 and metrics.request_failure.total() == 4
+    assert metrics.request_failure.value(model="g", version="1", reason="OTHER") == 2
+    metrics.batch_done("g", rows=2, compute_s=0.001, queue_s=[0.001, 0.002])
+    assert metrics.queue_ms.count(model="g", version="1") == 2
+    try:
+        metrics.request_success.value(model="g")
+    except ValueError as err:
+        assert "version" in str(err)
+    else:
+        raise AssertionError("a partial label set must be refused by value()")
+
+
 def test_failure_reasons():
     assert [failure_reason(s) for s in (400, 404, 413, 503, 504, 500, 302)] == ["OTHER", "OTHER", "OTHER", "REJECTED", "CANCELED", "BACKEND", "OTHER"]
     metrics = ServingMetrics()
@@ -70,6 +88,7 @@ def test_server_metrics_count_traffic(fakes):
         assert h.post(f"/models/{FAKE}/predict", content=png_bytes(image)).status_code == 200
         assert h.post(f"/v2/models/{BROKEN}/infer", json=good).status_code == 503
         text = h.get("/metrics").text
+        stats = h.get(f"/v2/models/{FAKE_GRAPH}/stats").json()["model_stats"][0]  # Triton's statistics, from the same counters
     labels = {"model": FAKE_GRAPH, "version": "1"}  # the graph's batcher counts every row it ran, REST ones too
     assert sample(text, "nv_inference_request_success", **labels) == 2  # two v2 graph requests
     assert sample(text, "nv_inference_request_success", model=FAKE, version="1") == 1  # one REST request (the model's own label)
@@ -84,3 +103,6 @@ def test_server_metrics_count_traffic(fakes):
     assert sample(text, "nv_inference_compute_infer_duration_us", **labels) > 0
     assert sample(text, "nv_inference_request_duration_us", **labels) > sample(text, "nv_inference_compute_infer_duration_us", **labels)
     assert sample(text, "nv_inference_pending_request_count", **labels) == 0
+    assert stats["inference_count"] == 7 and stats["execution_count"] == 3
+    assert stats["inference_stats"]["success"]["count"] == 2 and stats["inference_stats"]["fail"]["count"] == 1
+    assert stats["inference_stats"]["queue"]["count"] == 3

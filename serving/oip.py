@@ -596,7 +596,7 @@ def build_router(manager: "ModelManager", limits: Limits, server_name: str, serv
 
             parsed, values, options = await loop.run_in_executor(manager.predict_pool, decode)
             result = await manager.predict(entry, card.pipeline_input(values), options, parsed.timeout_s)
-            names, arrays = await loop.run_in_executor(manager.predict_pool, oip_pipeline.result_tensors, card, result)
+            names, arrays = await loop.run_in_executor(manager.predict_pool, oip_pipeline.result_tensors, card, result, parsed.include)
             body_out, headers = await loop.run_in_executor(manager.predict_pool, encode_infer_response, name, parsed, names, arrays)
         except ServingError as err:
             metrics.request_done(name, time.perf_counter() - started, failure_reason(err.status))

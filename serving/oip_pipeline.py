@@ -17,6 +17,8 @@ Its tensors are the card's typed inputs and options, so a v2 client runs the who
 
 Options (and the non-image inputs) may also come as request `parameters`
 (`{"parameters": {"seed": 3, "steps": 2}}`, tritonclient's `infer(..., parameters=...)`).
+The request parameter `include` ("map,masks") asks the result JSON for what it leaves out
+by default, as REST's `include` field does (`zoo.results.json_includes`).
 Every input is optional in the tensor sense (Triton's `optional: true` in the config) except
 the card's required inputs; a generator takes a request with no inputs at all.
 Outputs: "result" (BYTES [1], the result's JSON) and, for results made of images
@@ -34,7 +36,7 @@ import binascii
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +45,7 @@ from PIL import Image
 from serving.errors import BadRequest, PayloadTooLarge, ServingError
 from serving.limits import Limits
 from serving.oip import MODEL_VERSION, TRITON_TO_NUMPY, RequestedOutput, _as_dict, _json_tensor, json_safe
+from zoo.results import include_kwargs
 
 if TYPE_CHECKING:
     from zoo.registry import InputSpec, ModelCard, OptionSpec
@@ -115,6 +118,7 @@ class PipelineRequest:
     outputs: list[RequestedOutput] | None
     binary_default: bool
     timeout_s: float | None
+    include: dict[str, bool] = field(default_factory=dict)  # to_json keywords (the `include` parameter)
 
 
 def parse_pipeline_request(document: dict[str, Any], binary: bytes, card: "ModelCard", limits: Limits, hint: str = "") -> PipelineRequest:
@@ -147,8 +151,15 @@ def parse_pipeline_request(document: dict[str, Any], binary: bytes, card: "Model
         (inputs if isinstance(spec, InputSpec) else options)[in_name] = value
     if offset != len(binary):
         raise BadRequest(f"model {name!r}: {len(binary) - offset} binary bytes after the inputs are left over")
+    include: dict[str, bool] = {}
     for key, value in parameters.items():
         if key in RESERVED_PARAMETERS or key.startswith("triton_"):
+            continue
+        if key == "include" and key not in fields:
+            try:
+                include = include_kwargs(card.result_type, value)
+            except ValueError as err:
+                raise BadRequest(f"model {name!r}: {err}") from None
             continue
         spec = fields.get(key)
         if spec is None:
@@ -185,7 +196,7 @@ def parse_pipeline_request(document: dict[str, Any], binary: bytes, card: "Model
         except (TypeError, ValueError):
             raise BadRequest(f"model {name!r}: parameters.timeout must be microseconds, got {parameters['timeout']!r}") from None
     request_id = document.get("id")
-    return PipelineRequest(str(request_id) if request_id is not None else None, inputs, options, outputs, binary_default, timeout_s)
+    return PipelineRequest(str(request_id) if request_id is not None else None, inputs, options, outputs, binary_default, timeout_s, include)
 
 
 def _read_tensor(raw: dict[str, Any], spec: Any, binary: bytes, offset: int, card: "ModelCard", limits: Limits, hint: str) -> tuple[Any, int]:
@@ -300,14 +311,14 @@ def _decode_image(data: bytes, where: str, limits: Limits) -> Image.Image:
         raise BadRequest(f"{where}: {err}") from None
 
 
-def result_tensors(card: "ModelCard", result: Any) -> tuple[list[str], list[np.ndarray]]:
-    """The pipeline model's outputs for one result: ("result", its JSON) and, for image
-    results, ("images", UINT8 [N, H, W, 3])."""
+def result_tensors(card: "ModelCard", result: Any, include: dict[str, bool] | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """The pipeline model's outputs for one result: ("result", its JSON, with the `include`
+    extras) and, for image results, ("images", UINT8 [N, H, W, 3])."""
     names = [o["name"] for o in output_tensors(card)]
     if "images" not in names:
-        document = result.to_json()
+        document = result.to_json(**(include or {}))
         return names, [np.array([_dumps(document)], dtype=np.object_)]
-    document = result.to_json(include_images=False)
+    document = result.to_json(include_images=False, **(include or {}))
     images = [np.asarray(im, dtype=np.uint8) for im in result.images]
     if len({im.shape for im in images}) > 1:
         raise ServingError(f"{card.name}: images of different sizes {[list(im.shape) for im in images]} cannot form one tensor")

@@ -12,7 +12,9 @@
       or no body at all, where no input is required (a generator: `POST .../predict?seed=3`).
       Any non-image input, option and control field may also come in the query string.
       Control fields: `overlay=true` adds the drawn result as a base64 PNG to the JSON;
-      `format=png` answers with the PNG itself.
+      `format=png` answers with the PNG itself; `include=map,masks` asks the result's JSON
+      for what it leaves out by default (`zoo.results.json_includes`: the anomaly map as a
+      16-bit PNG, masks as COCO RLE, ...).
       Unknown fields, missing required inputs and values out of range (NaN included) are
       400s that name the field.
     GET /models, GET /models/{name}: what is served, with each card and its status.
@@ -41,12 +43,13 @@ from serving.limits import Limits
 from serving.metrics import failure_reason
 from serving.oip import json_safe
 from zoo.registry import InputSpec, parse_bool
+from zoo.results import RESULT_TYPES, include_kwargs, json_includes
 
 if TYPE_CHECKING:
     from serving.model_manager import ModelEntry, ModelManager
     from zoo.registry import ModelCard, OptionSpec
 
-CONTROL_FIELDS = ("overlay", "format")
+CONTROL_FIELDS = ("overlay", "format", "include")
 _JSON_KINDS = {
     "boxes": {"type": "array", "items": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4},
               "description": "boxes [[x0, y0, x1, y1], ...] in pixels"},
@@ -112,6 +115,9 @@ def predict_openapi(card: "ModelCard") -> dict[str, Any]:
         "overlay": {"type": "boolean", "default": False, "description": "add the drawn result as a base64 PNG"},
         "format": {"type": "string", "enum": ["json", "png"], "default": "json", "description": "png: answer with the drawn result as image/png"},
     }
+    offered = json_includes(card.result_type) if card.result_type in RESULT_TYPES else ()
+    if offered:
+        control["include"] = {"type": "string", "description": f"comma-separated extras for the result JSON: {', '.join(offered)}"}
     content: dict[str, Any] = {}
     for media, body in (("application/json", "json"), ("multipart/form-data", "form")):
         properties = {spec.name: _input_schema(spec, body) for spec in card.inputs}
@@ -317,12 +323,13 @@ async def _predict(manager: "ModelManager", entry: "ModelEntry", request: Reques
         raise BadRequest(f"format must be json or png, got {fmt!r}")
     try:
         overlay = parse_bool(control.get("overlay", False), "field 'overlay'")
+        include = include_kwargs(entry.card.result_type, control.get("include"))
     except ValueError as err:
         raise BadRequest(str(err)) from None
     result = await manager.predict(entry, entry.card.pipeline_input(values), options)
     png = None
+    loop = asyncio.get_running_loop()
     if fmt == "png" or overlay:
-        loop = asyncio.get_running_loop()
         png = await loop.run_in_executor(manager.predict_pool, _draw_png, result, first_image)
     if fmt == "png":
         return Response(content=png, media_type="image/png")
@@ -331,7 +338,8 @@ async def _predict(manager: "ModelManager", entry: "ModelEntry", request: Reques
         "model": entry.name,
         "variant": pipeline.variant if pipeline is not None else entry.variant,
         "backend": pipeline.backend if pipeline is not None else None,
-        "result": json_safe(result.to_json()),  # NaN/Inf as null: JSON has neither
+        # PNG/RLE encoding of maps and masks is CPU work: off the event loop; NaN/Inf as null (JSON has neither)
+        "result": await loop.run_in_executor(manager.predict_pool, lambda: json_safe(result.to_json(**include))),
     }
     if png is not None:
         document["overlay_png_base64"] = base64.b64encode(png).decode()

@@ -41,6 +41,33 @@ def png_base64(image: Image.Image | np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+def encode_png16(values: np.ndarray) -> dict[str, Any]:
+    """A float map as a 16-bit grayscale PNG, linearly scaled to its own [min, max]:
+    value = min + pixel / 65535 * (max - min), within (max - min) / 131070 of the original.
+    Non-finite values are clipped into the range first."""
+    array = np.asarray(values, dtype=np.float64)
+    finite = array[np.isfinite(array)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    scaled = (np.clip(np.nan_to_num(array, nan=low), low, high) - low) / (high - low) if high > low else np.zeros_like(array)
+    buffer = io.BytesIO()
+    Image.fromarray((scaled * 65535).round().astype(np.uint16)).save(buffer, format="PNG")
+    return {"encoding": "png16", "shape": list(array.shape), "min": low, "max": high, "png_base64": base64.b64encode(buffer.getvalue()).decode()}
+
+
+def decode_png16(document: dict[str, Any]) -> np.ndarray:
+    """The float32 map `encode_png16` wrote (to its 16-bit precision)."""
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(document["png_base64"]))), dtype=np.float64)
+    return (document["min"] + pixels / 65535 * (document["max"] - document["min"])).astype(np.float32)
+
+
+def mask_rle(mask: np.ndarray) -> dict[str, Any]:
+    """A binary (H, W) mask as COCO compressed RLE, {"size": [H, W], "counts": str}: decode
+    with pycocotools.mask.decode({"size": ..., "counts": counts.encode()})."""
+    from zoo.data.coco import mask_to_rle
+
+    return mask_to_rle(np.asarray(mask, dtype=bool))
+
+
 def colormap_jet(values: np.ndarray) -> np.ndarray:
     """values in [0, 1] -> uint8 RGB with a jet-like ramp (no matplotlib needed)."""
     v = np.clip(values, 0.0, 1.0)[..., None]
@@ -68,7 +95,10 @@ class AnomalyResult:
     def is_anomalous(self) -> bool | None:
         return None if self.threshold is None else self.score >= self.threshold
 
-    def to_json(self, include_map: bool = False) -> dict[str, Any]:
+    def to_json(self, include_map: bool = False, map_format: str = "png16") -> dict[str, Any]:
+        """Score and map statistics; `include_map` adds the map itself as `map`: a 16-bit PNG
+        scaled to the map's [min, max] (`encode_png16`), or with map_format="array" nested
+        lists rounded to 5 decimals (large: one number a pixel)."""
         out: dict[str, Any] = {
             "type": "anomaly",
             "score": self.score,
@@ -81,7 +111,12 @@ class AnomalyResult:
             out["is_anomalous"] = bool(self.is_anomalous)
             out["anomalous_fraction"] = float(self.mask.mean())
         if include_map:
-            out["map"] = self.map.round(5).tolist()
+            if map_format == "png16":
+                out["map"] = encode_png16(self.map)
+            elif map_format == "array":
+                out["map"] = self.map.round(5).tolist()
+            else:
+                raise ValueError(f"map_format must be png16 or array, got {map_format!r}")
         return out
 
     def draw(self, image: Any, vmax: float | None = None) -> Image.Image:
@@ -229,14 +264,17 @@ class Detections:
     def label_name(self, label: int) -> str:
         return self.class_names[label] if self.class_names and 0 <= label < len(self.class_names) else str(label)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": "detections",
-            "detections": [
-                {"box": [round(float(v), 2) for v in box], "score": float(score), "label": int(label), "name": self.label_name(int(label))}
-                for box, score, label in zip(self.boxes, self.scores, self.labels)
-            ],
-        }
+    def to_json(self, include_masks: bool = False) -> dict[str, Any]:
+        """Boxes, scores, labels and class names; `include_masks` adds each detection's
+        instance mask (when the model makes masks) as COCO compressed RLE (`mask_rle`)."""
+        detections = [
+            {"box": [round(float(v), 2) for v in box], "score": float(score), "label": int(label), "name": self.label_name(int(label))}
+            for box, score, label in zip(self.boxes, self.scores, self.labels)
+        ]
+        if include_masks and self.masks is not None:
+            for detection, mask in zip(detections, self.masks):
+                detection["mask"] = mask_rle(mask)
+        return {"type": "detections", "detections": detections}
 
     def draw(self, image: Any) -> Image.Image:
         out = _as_pil(image)
@@ -269,8 +307,23 @@ class Segmentation:
             raise ValueError(f"segmentation kind must be semantic, instance or panoptic, got {self.kind!r}")
         self.segment_map = np.asarray(self.segment_map, dtype=np.int32)
 
-    def to_json(self, include_map: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "segmentation", "kind": self.kind, "shape": list(self.segment_map.shape), "segments": self.segments}
+    def to_json(self, include_map: bool = False, include_masks: bool = False) -> dict[str, Any]:
+        """The segments, each with its class name and area in pixels; `include_masks` adds
+        each segment's mask (segment_map == id) as COCO compressed RLE (`mask_rle`),
+        `include_map` the segment map as nested lists (large: one number a pixel)."""
+        ids, counts = np.unique(self.segment_map, return_counts=True)
+        areas = dict(zip(ids.tolist(), counts.tolist()))
+        segments = []
+        for segment in self.segments:
+            entry = dict(segment)
+            if self.class_names and "label" in entry and 0 <= int(entry["label"]) < len(self.class_names):
+                entry["name"] = self.class_names[int(entry["label"])]
+            if "id" in entry:
+                entry["area"] = int(areas.get(int(entry["id"]), 0))
+                if include_masks:
+                    entry["mask"] = mask_rle(self.segment_map == int(entry["id"]))
+            segments.append(entry)
+        out: dict[str, Any] = {"type": "segmentation", "kind": self.kind, "shape": list(self.segment_map.shape), "segments": segments}
         if include_map:
             out["segment_map"] = self.segment_map.tolist()
         return out
@@ -353,3 +406,30 @@ class Boxes3D:
 
 
 RESULT_TYPES = {cls.__name__: cls for cls in (AnomalyResult, ImageResult, Generation, Detections, Segmentation, Grounding, Boxes3D)}
+
+def json_includes(result_type: str) -> tuple[str, ...]:
+    """What a result type's `to_json` adds on request: X for each `include_X=False` keyword
+    (the REST and v2 `include` field: include=map -> to_json(include_map=True))."""
+    import inspect
+
+    parameters = inspect.signature(RESULT_TYPES[result_type].to_json).parameters.values()
+    return tuple(p.name[len("include_"):] for p in parameters if p.name.startswith("include_") and p.default is False)
+
+
+def include_kwargs(result_type: str, include: Any) -> dict[str, bool]:
+    """`include` ("map,masks", or a list of names; None or "" for none) -> to_json keywords;
+    ValueError naming what this result type offers."""
+    if include is None:
+        return {}
+    names = include.split(",") if isinstance(include, str) else include
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"field 'include' must be comma-separated names or a list of names, got {include!r}")
+    offered = json_includes(result_type)
+    kwargs = {}
+    for name in (n.strip() for n in names):
+        if not name:
+            continue
+        if name not in offered:
+            raise ValueError(f"field 'include': {result_type} has no {name!r} to include; it offers: {', '.join(offered) or 'nothing'}")
+        kwargs[f"include_{name}"] = True
+    return kwargs

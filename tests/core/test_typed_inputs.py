@@ -237,5 +237,5 @@ def test_summary_lines_read_every_result_type():
     assert lines == ["detections: 1", "  - box=[1, 2, 30.12, 40], score=0.9123, label=1, name=cat"]
     segmentation = Segmentation("semantic", np.zeros((4, 4)), segments=[{"id": 0, "label": 2}]).to_json(include_map=True)
     lines = summary_lines({k: v for k, v in segmentation.items() if k != "type"})
-    assert "segment_map: 16 values, 0..0" in lines and "kind: semantic" in lines and "  - id=0, label=2" in lines
+    assert "segment_map: 16 values, 0..0" in lines and "kind: semantic" in lines and "  - id=0, label=2, area=16" in lines  # to_json adds each segment's area
     assert summary_lines({"images_png_base64": ["AAAA", "BBBB"]}) == ["images_png: 2 image(s), not printed (--out FILE draws them, --json carries them)"]

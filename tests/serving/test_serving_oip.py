@@ -237,3 +237,21 @@ def test_result_json_has_no_bare_nan():
     document = json.loads(result[0], parse_constant=lambda token: pytest.fail(f"bare {token}"))
     assert document["score"] is None and document["map_max"] is None
     assert json_safe({"a": [1.0, float("-inf"), {"b": (float("nan"), 2)}], "c": "NaN"}) == {"a": [1.0, None, {"b": [None, 2]}], "c": "NaN"}
+
+
+def test_pipeline_model_include_parameter(server):
+    """The pipeline model takes REST's `include` as a request parameter."""
+    from zoo.results import decode_png16
+
+    image = RNG.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    tensor = {"name": "image", "shape": [12, 16, 3], "datatype": "UINT8", "data": image.ravel().tolist()}
+    with http(server.url) as h:
+        plain = h.post(f"/v2/models/{FAKE}/infer", json={"inputs": [tensor]})
+        mapped = h.post(f"/v2/models/{FAKE}/infer", json={"inputs": [tensor], "parameters": {"include": "map"}})
+        wrong = h.post(f"/v2/models/{FAKE}/infer", json={"inputs": [tensor], "parameters": {"include": "masks"}})
+    assert plain.status_code == mapped.status_code == 200, mapped.text
+    assert "map" not in json.loads(plain.json()["outputs"][0]["data"][0])
+    document = json.loads(mapped.json()["outputs"][0]["data"][0])
+    # the fake's map: 2 x channel mean at 8x8, resized (nearest) to the input
+    assert document["map"]["shape"] == [12, 16] and decode_png16(document["map"]).max() == pytest.approx(document["map_max"], abs=1e-4)
+    assert wrong.status_code == 400 and "it offers: map" in wrong.json()["error"]

@@ -122,3 +122,27 @@ def test_docs_describe_each_model(server):
     assert {p["name"] for p in route["parameters"]} >= {"threshold", "gain", "overlay", "format"}
     assert "/v2/models/{name}/infer" in schema["paths"]
     assert index["docs"] == "/docs" and index["demo"] is None and {m["name"] for m in index["models"]} == {FAKE, BROKEN}
+
+
+def test_include_map_carries_the_anomaly_map(server, reference):
+    """`include=map` (query, form or JSON body) adds the map as a 16-bit PNG scaled to its range;
+    a name the result type does not offer is a 400 naming what it does offer."""
+    from zoo.results import decode_png16
+
+    want = reference.predict(Image.fromarray(IMAGE)).map
+    step = (want.max() - want.min()) / 65535
+    with http(server.url) as h:
+        plain = h.post(f"/models/{FAKE}/predict", content=png_bytes(IMAGE), headers={"Content-Type": "image/png"}).json()
+        query = h.post(f"/models/{FAKE}/predict?include=map", content=png_bytes(IMAGE), headers={"Content-Type": "image/png"}).json()
+        form = h.post(f"/models/{FAKE}/predict", files={"image": ("x.png", png_bytes(IMAGE))}, data={"include": "map"}).json()
+        body = h.post(f"/models/{FAKE}/predict", json={"image": base64.b64encode(png_bytes(IMAGE)).decode(), "include": ["map"]}).json()
+        wrong = h.post(f"/models/{FAKE}/predict?include=masks", content=png_bytes(IMAGE), headers={"Content-Type": "image/png"})
+        schema = h.get("/openapi.json").json()
+    assert "map" not in plain["result"]
+    for document in (query, form, body):
+        encoded = document["result"]["map"]
+        assert encoded["encoding"] == "png16" and encoded["shape"] == [24, 32]
+        np.testing.assert_allclose(decode_png16(encoded), want, rtol=0, atol=step / 2 + 1e-6)
+    assert wrong.status_code == 400 and "AnomalyResult has no 'masks' to include; it offers: map" in wrong.json()["error"]
+    include = schema["paths"][f"/models/{FAKE}/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["include"]
+    assert "map" in include["description"]

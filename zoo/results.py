@@ -215,15 +215,9 @@ class Generation:
         rows = math.ceil(count / columns)
         cell_h = max(im.shape[0] for im in self.images)
         cell_w = max(im.shape[1] for im in self.images)
-        # small images (32 x 32 latent-model samples) scale up by a whole factor, pixels kept sharp
-        scale = max(1, min(8, 128 // max(cell_h, cell_w)))
-        gap = 2 if count > 1 else 0
-        canvas = Image.new("RGB", (columns * (cell_w * scale + gap) - gap, rows * (cell_h * scale + gap) - gap), (255, 255, 255))
+        canvas = Image.new("RGB", (columns * cell_w, rows * cell_h))
         for index, array in enumerate(self.images):
-            tile = Image.fromarray(array)
-            if scale > 1:
-                tile = tile.resize((tile.width * scale, tile.height * scale), Image.NEAREST)
-            canvas.paste(tile, ((index % columns) * (cell_w * scale + gap), (index // columns) * (cell_h * scale + gap)))
+            canvas.paste(Image.fromarray(array), ((index % columns) * cell_w, (index // columns) * cell_h))
         return canvas
 
     def save(self, path: str | Path) -> list[Path]:

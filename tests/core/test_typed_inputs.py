@@ -129,12 +129,11 @@ def test_generation_json_draw_save(tmp_path):
     assert document["shapes"] == [[6, 8, 3]] * 3 and document["timings"] == {"sample": 0.25} and len(document["images_png_base64"]) == 3
     assert "images_png_base64" not in gen.to_json(include_images=False)
     json.dumps(document)
-    grid = gen.draw()  # 3 images: 2 columns x 2 rows, each scaled x8 (nearest) and 2 px apart
-    assert grid.size == (2 * 64 + 2, 2 * 48 + 2)
+    grid = gen.draw()  # 3 images: 2 columns x 2 rows, at their own pixels (the CLI's --out writes it)
+    assert grid.size == (16, 12)
     pixels = np.asarray(grid)
-    assert pixels[0, 0, 0] == 0 and pixels[47, 63, 0] == 0 and pixels[0, 66, 0] == 10 and pixels[50, 0, 0] == 20
-    assert pixels[50, 66, 0] == 255 and pixels[0, 64, 0] == 255  # the empty cell and the gaps are white
-    assert gen.draw(columns=3).size == (3 * 64 + 4, 48)
+    assert pixels[0, 0, 0] == 0 and pixels[0, 8, 0] == 10 and pixels[6, 0, 0] == 20 and pixels[6, 8, 0] == 0  # empty cell stays black
+    assert gen.draw(columns=3).size == (24, 6)
     paths = gen.save(tmp_path / "out.png")
     assert [p.name for p in paths] == ["out-0.png", "out-1.png", "out-2.png"]
     reread = Image.open(paths[1])

@@ -45,7 +45,7 @@ from PIL import Image
 from serving.errors import BadRequest, PayloadTooLarge, ServingError
 from serving.limits import Limits
 from serving.oip import MODEL_VERSION, TRITON_TO_NUMPY, RequestedOutput, _as_dict, _json_tensor, json_safe
-from zoo.results import include_kwargs
+from zoo.results import RESULT_TYPES, include_kwargs, json_includes
 
 if TYPE_CHECKING:
     from zoo.registry import InputSpec, ModelCard, OptionSpec
@@ -106,7 +106,9 @@ def pipeline_config(card: "ModelCard", graphs: list[str], device: str) -> dict[s
         "input": [entry(spec) for spec in (*card.inputs, *card.options)],
         "output": [{"name": o["name"], "data_type": "TYPE_" + ("STRING" if o["datatype"] == "BYTES" else o["datatype"]), "dims": o["shape"]} for o in output_tensors(card)],
         "instance_group": [{"count": 1, "kind": "KIND_GPU" if str(device).startswith("cuda") else "KIND_CPU"}],
-        "parameters": {"zoo_model": {"string_value": card.name}, "zoo_graphs": {"string_value": ",".join(graphs)}},
+        "parameters": {"zoo_model": {"string_value": card.name}, "zoo_graphs": {"string_value": ",".join(graphs)},
+                       # what the `include` request parameter may ask the result JSON for
+                       "zoo_include": {"string_value": ",".join(json_includes(card.result_type)) if card.result_type in RESULT_TYPES else ""}},
     }
 
 

@@ -255,3 +255,5 @@ def test_pipeline_model_include_parameter(server):
     # the fake's map: 2 x channel mean at 8x8, resized (nearest) to the input
     assert document["map"]["shape"] == [12, 16] and decode_png16(document["map"]).max() == pytest.approx(document["map_max"], abs=1e-4)
     assert wrong.status_code == 400 and "it offers: map" in wrong.json()["error"]
+    with http(server.url) as h:
+        assert h.get(f"/v2/models/{FAKE}/config").json()["parameters"]["zoo_include"] == {"string_value": "map"}

@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lock clean
+.PHONY: run test lint install lock clean
 
 # pyproject.toml states compatible ranges; constraints.txt pins the exact versions tested.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,docs]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,docs,lint]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -20,6 +20,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# ruff (lint rules, import order) on the whole tree, mypy on zoo/ serving/ export/ training/ (pyproject.toml).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # After changing a range in pyproject.toml: pip install the new version into .venv, run the tests,
 # then pin what .venv now has.

@@ -21,9 +21,10 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -268,7 +269,7 @@ def default_command() -> str:
 
 def new_document(suite: str, *, quick: bool, machine: dict[str, Any], command: str | None = None, **extra: Any) -> dict[str, Any]:
     """The header every results file starts with; suites add `settings`, `results`, `ratios`."""
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     return {
         "schema": SCHEMA_VERSION,
         "suite": suite,

@@ -11,8 +11,9 @@ shared machine lowers both alike and the fraction of peak stays meaningful.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -13,8 +13,9 @@ out it is the largest cells that are skipped, each with its reason.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

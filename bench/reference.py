@@ -20,8 +20,9 @@ training step (anomalib step time / ours >= 1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

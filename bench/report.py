@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from bench.common import RESULTS_DIR, device_tag, log, new_document, machine_info
+from bench.common import RESULTS_DIR, device_tag, log, machine_info, new_document
 
 START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
@@ -91,7 +92,8 @@ def rows_reference(d: dict[str, Any]) -> list[list[str]]:
     for e in d["results"]:
         r, met = e.get("ratios", {}), e.get("goals_met", {})
         name = e["model"]
-        rows.append([name, "anomalib eager / ours ONNX Runtime, inference b1", _x(r.get("anomalib_eager_vs_ours_onnxruntime")), _goal("≥ ×1.5", met.get("onnxruntime_vs_anomalib_eager"))])
+        rows.append([name, "anomalib eager / ours ONNX Runtime, inference b1", _x(r.get("anomalib_eager_vs_ours_onnxruntime")),
+                     _goal("≥ ×1.5", met.get("onnxruntime_vs_anomalib_eager"))])
         rows.append([name, "anomalib eager / ours eager, inference b1", _x(r.get("anomalib_eager_vs_ours_eager")), ""])
         rows.append([name, "anomalib / ours, one training step", _x(r.get("train_step_anomalib_vs_ours")), _goal("≥ ×1.0", met.get("train_step_anomalib_vs_ours"))])
     return rows

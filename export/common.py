@@ -97,7 +97,7 @@ def _num(value: Any) -> float | str:
     return value if math.isfinite(value) else str(value)
 
 
-def example_dims(spec: "GraphSpec") -> dict[str, int]:
+def example_dims(spec: GraphSpec) -> dict[str, int]:
     """Sizes the graph is exported at: each dim's `opt`, with a batch of at least 2 where allowed
     (a batch-1 example lets the exporter bake the batch into reshapes)."""
     dims = {name: opt for name, (_, opt, _) in spec.dims.items()}
@@ -107,7 +107,7 @@ def example_dims(spec: "GraphSpec") -> dict[str, int]:
     return dims
 
 
-def check_dims(spec: "GraphSpec") -> list[dict[str, int]]:
+def check_dims(spec: GraphSpec) -> list[dict[str, int]]:
     """Sizes the parity check runs at: the export sizes, then each dynamic dim moved off them.
 
     The batch goes to export batch + 1 where the range allows (an odd batch, unlike the usual
@@ -127,7 +127,7 @@ def check_dims(spec: "GraphSpec") -> list[dict[str, int]]:
     return [base] if other == base else [base, other]
 
 
-def dims_from_inputs(spec: "GraphSpec", tensors: tuple[Any, ...]) -> dict[str, int]:
+def dims_from_inputs(spec: GraphSpec, tensors: tuple[Any, ...]) -> dict[str, int]:
     """The named dims' sizes as read off actual inputs (for output allocation, batch splitting)."""
     found: dict[str, int] = {}
     for tensor_spec, tensor in zip(spec.inputs, tensors):
@@ -150,7 +150,7 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def graph_module_fingerprint(pipeline: "Pipeline") -> str:
+def graph_module_fingerprint(pipeline: Pipeline) -> str:
     """Fingerprint of every graph module's weights together (what the exported files hold)."""
     digest = hashlib.sha256()
     seen: set[int] = set()

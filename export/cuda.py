@@ -16,7 +16,8 @@ caller still holds. Needs a CUDA GPU; on CPU it raises a clear error.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -122,7 +123,7 @@ def require_cuda() -> None:
 
 
 def attach_torch_cuda(
-    pipeline: "Pipeline",
+    pipeline: Pipeline,
     device: str | torch.device = "cuda",
     mode: str = "cudagraphs",
     dtype: str = "float16",

@@ -19,15 +19,25 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from export.common import FP16_TOLERANCE, FP32_TOLERANCE, ParityError, Tolerance, example_dims, write_manifest
-from export.onnx import EXTERNAL_DATA_BYTES, base_manifest, check_parity, export_onnx_graph, io_entries, prepare, raise_if_failed, reference_outputs
+from export.onnx import (
+    EXTERNAL_DATA_BYTES,
+    base_manifest,
+    check_parity,
+    export_onnx_graph,
+    io_entries,
+    prepare,
+    raise_if_failed,
+    reference_outputs,
+)
 from export.runtime import make_session
 
 if TYPE_CHECKING:
@@ -185,7 +195,7 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
-def defect_batch(spec: "GraphSpec", n: int, seed: int = 3) -> tuple[tuple[torch.Tensor, ...], np.ndarray]:
+def defect_batch(spec: GraphSpec, n: int, seed: int = 3) -> tuple[tuple[torch.Tensor, ...], np.ndarray]:
     """n smooth images in [0, 1] (a coarse random grid, upsampled), the second half with a
     bright scratch: a small labelled anomaly-detection set for any image-in graph."""
     image = spec.inputs[0]
@@ -204,7 +214,7 @@ def defect_batch(spec: "GraphSpec", n: int, seed: int = 3) -> tuple[tuple[torch.
     return (images, *rest), labels
 
 
-def anomaly_metric(spec: "GraphSpec", run: Callable[..., list[np.ndarray]]) -> dict[str, Any] | None:
+def anomaly_metric(spec: GraphSpec, run: Callable[..., list[np.ndarray]]) -> dict[str, Any] | None:
     """Image AUROC of the score output on a defect batch, fp32 PyTorch against the export."""
     names = [t.name for t in spec.outputs]
     if "score" not in names or len(spec.inputs[0].shape) != 4:
@@ -223,7 +233,7 @@ def anomaly_metric(spec: "GraphSpec", run: Callable[..., list[np.ndarray]]) -> d
             "passed": abs(a - b) <= METRIC_TOLERANCE}
 
 
-def agreement_metric(spec: "GraphSpec", run: Callable[..., list[np.ndarray]]) -> dict[str, Any]:
+def agreement_metric(spec: GraphSpec, run: Callable[..., list[np.ndarray]]) -> dict[str, Any]:
     """Any task: relative L2 error per float output (and top-1 agreement for `logits`)."""
     inputs = spec.example_inputs(example_dims(spec), seed=4)
     ref, got = reference_outputs(spec, inputs), run(*inputs)
@@ -243,7 +253,7 @@ def agreement_metric(spec: "GraphSpec", run: Callable[..., list[np.ndarray]]) ->
 SEGMENTATION_AGREEMENT = 0.99  # share of pixels whose semantic class must not change
 
 
-def segmentation_metric(spec: "GraphSpec", run: Callable[..., list[np.ndarray]]) -> dict[str, Any] | None:
+def segmentation_metric(spec: GraphSpec, run: Callable[..., list[np.ndarray]]) -> dict[str, Any] | None:
     """Mask-classification graphs (class_logits (B, Q, K+1), mask_logits (B, Q, h, w)): the
     per-pixel semantic class (Mask2Former / OneFormer semantic inference: softmax classes without
     "no object" times sigmoid masks, summed over queries, argmax) from the export against fp32
@@ -264,13 +274,13 @@ def segmentation_metric(spec: "GraphSpec", run: Callable[..., list[np.ndarray]])
             "passed": agreement >= SEGMENTATION_AGREEMENT}
 
 
-TASK_METRICS: dict[str, Callable[["GraphSpec", Callable[..., list[np.ndarray]]], dict[str, Any] | None]] = {
+TASK_METRICS: dict[str, Callable[[GraphSpec, Callable[..., list[np.ndarray]]], dict[str, Any] | None]] = {
     "anomaly-detection": anomaly_metric,
     "segmentation": segmentation_metric,
 }
 
 
-def task_metric(task: str, spec: "GraphSpec", path: str | Path) -> dict[str, Any]:
+def task_metric(task: str, spec: GraphSpec, path: str | Path) -> dict[str, Any]:
     """The task's metric computed through the exported file against fp32 PyTorch."""
     session = make_session(path, "cpu")
     names = [t.name for t in spec.outputs]
@@ -283,14 +293,14 @@ def task_metric(task: str, spec: "GraphSpec", path: str | Path) -> dict[str, Any
     return result if result is not None else agreement_metric(spec, run)
 
 
-def fp16_tolerance(spec: "GraphSpec") -> Tolerance:
+def fp16_tolerance(spec: GraphSpec) -> Tolerance:
     """1e-2 abs or rel per element; a graph with hard thresholds inside may declare a small share
     of elements that fp16 rounding flips (`GraphSpec.fp16_mismatch_fraction`, with its reason)."""
     return dataclasses.replace(FP16_TOLERANCE, mismatch_fraction=spec.fp16_mismatch_fraction)
 
 
 def export_onnx_fp16(
-    pipeline: "Pipeline",
+    pipeline: Pipeline,
     out_dir: str | Path,
     exporter: str = "auto",
     opset: int | None = None,

@@ -20,8 +20,9 @@ import re
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -65,7 +66,7 @@ def _param_bytes(module: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in module.state_dict().values())
 
 
-def export_graph(spec: "GraphSpec", path: str | Path, exporter: str = "dynamo", opset: int | None = None) -> dict[str, Any]:
+def export_graph(spec: GraphSpec, path: str | Path, exporter: str = "dynamo", opset: int | None = None) -> dict[str, Any]:
     """Write one graph to `path` with one exporter; returns what the manifest records about it."""
     if exporter not in ("dynamo", "torchscript"):
         raise ValueError(f"exporter must be 'dynamo' or 'torchscript', got {exporter!r}")
@@ -109,7 +110,7 @@ def export_graph(spec: "GraphSpec", path: str | Path, exporter: str = "dynamo", 
     }
 
 
-def reference_outputs(spec: "GraphSpec", inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+def reference_outputs(spec: GraphSpec, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
     """PyTorch's answer on CPU in fp32: what every exported graph is held to."""
     with torch.inference_mode():
         out = spec.module.eval()(*inputs)
@@ -118,13 +119,13 @@ def reference_outputs(spec: "GraphSpec", inputs: tuple[torch.Tensor, ...]) -> li
 
 
 def check_parity(
-    spec: "GraphSpec",
+    spec: GraphSpec,
     path: str | Path,
     tol: Tolerance = FP32_TOLERANCE,
     sizes: list[dict[str, int]] | None = None,
     seed: int = 1,
     threads: int | None = None,
-    reference: Callable[["GraphSpec", tuple[torch.Tensor, ...]], list[np.ndarray]] = reference_outputs,
+    reference: Callable[[GraphSpec, tuple[torch.Tensor, ...]], list[np.ndarray]] = reference_outputs,
 ) -> dict[str, Any]:
     """Run the ONNX file and PyTorch on the same inputs at each size; figures per output.
 
@@ -202,7 +203,7 @@ def parity_message(graph: str, parity: dict[str, Any]) -> str:
 
 
 def export_onnx_graph(
-    spec: "GraphSpec", out_dir: Path, exporter: str = "auto", opset: int | None = None, tol: Tolerance = FP32_TOLERANCE
+    spec: GraphSpec, out_dir: Path, exporter: str = "auto", opset: int | None = None, tol: Tolerance = FP32_TOLERANCE
 ) -> dict[str, Any]:
     """Export one graph and check it; with 'auto', fall back to TorchScript on failure.
 
@@ -240,7 +241,7 @@ def export_onnx_graph(
     return entry
 
 
-def _fixed_sizes(spec: "GraphSpec") -> dict[str, list[int | str]]:
+def _fixed_sizes(spec: GraphSpec) -> dict[str, list[int | str]]:
     """Each input's shape with the fixed sizes spelled out, for readers of export.json."""
     return {t.name: list(t.shape) for t in spec.inputs if any(isinstance(d, int) for d in t.shape[1:])}
 
@@ -250,7 +251,7 @@ def _remove_onnx(path: Path) -> None:
         candidate.unlink(missing_ok=True)
 
 
-def prepare(pipeline: "Pipeline") -> "Pipeline":
+def prepare(pipeline: Pipeline) -> Pipeline:
     """Exports run on CPU in fp32 with the torch modules (never a backend's sessions)."""
     if not pipeline.graph_specs():
         raise ExportError(f"{pipeline.card.name if pipeline.card else pipeline}: the card declares no exportable graphs")
@@ -262,7 +263,7 @@ def prepare(pipeline: "Pipeline") -> "Pipeline":
     return pipeline
 
 
-def base_manifest(pipeline: "Pipeline", fmt: str, weights: Any) -> dict[str, Any]:
+def base_manifest(pipeline: Pipeline, fmt: str, weights: Any) -> dict[str, Any]:
     card = pipeline.card
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -279,7 +280,7 @@ def base_manifest(pipeline: "Pipeline", fmt: str, weights: Any) -> dict[str, Any
 
 
 def export_onnx(
-    pipeline: "Pipeline",
+    pipeline: Pipeline,
     out_dir: str | Path,
     exporter: str = "auto",
     opset: int | None = None,

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,7 +51,7 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def session_options(threads: int | None = None) -> "ort.SessionOptions":
+def session_options(threads: int | None = None) -> ort.SessionOptions:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -77,7 +78,7 @@ def choose_providers(device: str | torch.device = "cpu") -> list[str]:
     return providers
 
 
-def make_session(path: str | Path, device: str | torch.device = "cpu", threads: int | None = None) -> "ort.InferenceSession":
+def make_session(path: str | Path, device: str | torch.device = "cpu", threads: int | None = None) -> ort.InferenceSession:
     import onnxruntime as ort
 
     device = torch.device(device)
@@ -90,7 +91,7 @@ def make_session(path: str | Path, device: str | torch.device = "cpu", threads: 
 class OnnxRuntimeRunner:
     """One graph as an ONNX Runtime session, called like the torch module: tensors in, tensors out."""
 
-    def __init__(self, session: "ort.InferenceSession", spec: "GraphSpec", device: str | torch.device = "cpu"):
+    def __init__(self, session: ort.InferenceSession, spec: GraphSpec, device: str | torch.device = "cpu"):
         self.session = session
         self.spec = spec
         self.device = torch.device(device)
@@ -111,7 +112,7 @@ class OnnxRuntimeRunner:
             raise ValueError(f"graph {self.spec.name!r} takes {len(self.input_names)} inputs, got {len(inputs)}")
         if self.io_binding:
             return self._run_bound(inputs)
-        feeds = {
+        feeds: dict[str, np.ndarray] = {
             name: np.ascontiguousarray(tensor.detach().to("cpu").numpy(), dtype=dtype)
             for name, tensor, dtype in zip(self.input_names, inputs, self.input_types)
         }
@@ -152,7 +153,7 @@ def _torch_dtype(dtype: Any) -> torch.dtype:
 
 
 def attach_onnxruntime(
-    pipeline: "Pipeline",
+    pipeline: Pipeline,
     export_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     threads: int | None = None,
@@ -181,7 +182,7 @@ def attach_onnxruntime(
         pipeline.set_runner(spec.name, OnnxRuntimeRunner(session, spec, device))
 
 
-def check_manifest(pipeline: "Pipeline", manifest: dict[str, Any], export_dir: Path, check_weights: bool) -> None:
+def check_manifest(pipeline: Pipeline, manifest: dict[str, Any], export_dir: Path, check_weights: bool) -> None:
     name = pipeline.card.name if pipeline.card is not None else None
     if manifest.get("model") != name or manifest.get("variant") != pipeline.variant:
         raise ExportError(

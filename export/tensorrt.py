@@ -60,7 +60,7 @@ def require_tensorrt() -> Any:
     return trt
 
 
-def profile_shapes(spec: "GraphSpec") -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+def profile_shapes(spec: GraphSpec) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """(min, opt, max) shape per input from the card's dims; fixed sizes stay as declared."""
     low = {name: d[0] for name, d in spec.dims.items()}
     opt = example_dims(spec)
@@ -71,7 +71,7 @@ def profile_shapes(spec: "GraphSpec") -> dict[str, tuple[tuple[int, ...], tuple[
 def build_engine(
     onnx_path: str | Path,
     plan_path: str | Path,
-    spec: "GraphSpec",
+    spec: GraphSpec,
     timing_cache: str | Path | None = None,
     workspace: int = DEFAULT_WORKSPACE,
     trt: Any = None,
@@ -119,7 +119,7 @@ def build_engine(
 
 
 def export_tensorrt(
-    pipeline: "Pipeline", out_dir: str | Path, fp16: bool = True, weights: Any = None, exporter: str = "auto", **build: Any
+    pipeline: Pipeline, out_dir: str | Path, fp16: bool = True, weights: Any = None, exporter: str = "auto", **build: Any
 ) -> dict[str, Any]:
     """`zoo export NAME --format tensorrt`: the checked ONNX (fp16 unless fp16=False), then one
     plan per graph. Stops before exporting anything when TensorRT or a GPU is missing."""
@@ -142,7 +142,7 @@ class TensorRTRunner:
     """One engine, called like the torch module: CUDA tensors in and out; batches above the
     profile's max are split."""
 
-    def __init__(self, plan: str | Path, spec: "GraphSpec", device: str | torch.device = "cuda", trt: Any = None):
+    def __init__(self, plan: str | Path, spec: GraphSpec, device: str | torch.device = "cuda", trt: Any = None):
         trt = trt or require_tensorrt()
         self.trt = trt
         self.spec = spec
@@ -189,7 +189,7 @@ def _torch_dtype(trt_dtype: Any, trt: Any) -> torch.dtype:
 
 
 def attach_tensorrt(
-    pipeline: "Pipeline", export_dir: str | Path | None = None, device: str | torch.device = "cuda", check_weights: bool = True, **_: Any
+    pipeline: Pipeline, export_dir: str | Path | None = None, device: str | torch.device = "cuda", check_weights: bool = True, **_: Any
 ) -> None:
     """Entry point `zoo.backends: tensorrt`: run each graph from `export_dir/<graph>.plan`."""
     trt = require_tensorrt()

@@ -41,7 +41,7 @@ INSTANCE_KINDS = {"auto": "KIND_AUTO", "cpu": "KIND_CPU", "gpu": "KIND_GPU"}
 DEFAULT_QUEUE_DELAY_US = 100
 
 
-def batched(spec: "GraphSpec") -> bool:
+def batched(spec: GraphSpec) -> bool:
     """Triton batching applies when every input and output leads with the `batch` dim."""
     tensors = (*spec.inputs, *spec.outputs)
     return "batch" in spec.dims and all(t.shape and t.shape[0] == "batch" for t in tensors)
@@ -62,14 +62,14 @@ def _tensor_block(name: str, dtype: str, shape: tuple[int | str, ...], drop_batc
     return "\n".join(lines)
 
 
-def preferred_batch_sizes(spec: "GraphSpec") -> list[int]:
+def preferred_batch_sizes(spec: GraphSpec) -> list[int]:
     """The batches a TensorRT profile is tuned for (opt) and the most it takes (max)."""
     _, _, high = spec.dims["batch"]
     return sorted({example_dims(spec)["batch"], high})
 
 
 def config_text(
-    spec: "GraphSpec",
+    spec: GraphSpec,
     platform: str = "onnxruntime_onnx",
     io_types: dict[str, str] | None = None,
     max_queue_delay_us: int = DEFAULT_QUEUE_DELAY_US,
@@ -143,7 +143,7 @@ def parse_config(text: str) -> Any:
     return text_format.Parse(text, _PB2.ModelConfig())
 
 
-def validate_config(path: str | Path, spec: "GraphSpec | None" = None) -> Any:
+def validate_config(path: str | Path, spec: GraphSpec | None = None) -> Any:
     """Parse a config.pbtxt with ModelConfig and check what Triton would reject at load time:
     names, batch sizes, the model file beside it. Returns the message."""
     path = Path(path)
@@ -175,7 +175,7 @@ def validate_config(path: str | Path, spec: "GraphSpec | None" = None) -> Any:
 
 
 def repository_from_export(
-    pipeline: "Pipeline",
+    pipeline: Pipeline,
     manifest: dict[str, Any],
     export_dir: str | Path,
     repo: str | Path,
@@ -229,7 +229,7 @@ def repository_from_export(
 
 
 def export_triton(
-    pipeline: "Pipeline",
+    pipeline: Pipeline,
     repo: str | Path,
     backend: str = "onnxruntime",
     fp16: bool = False,

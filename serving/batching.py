@@ -23,9 +23,9 @@ import concurrent.futures
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 
@@ -125,7 +125,7 @@ class GraphBatcher:
         timeout_s = self.config.timeout_s if timeout_s is None else timeout_s
         try:
             return await asyncio.wait_for(pending.future, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RequestTimeout(f"request to {self.name!r} timed out after {timeout_s:g} s") from None
         finally:
             if not pending.future.done():
@@ -215,7 +215,7 @@ class GraphBatcher:
             self._wakeup.clear()
             try:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return
 
     def _take(self) -> list[_Pending]:

@@ -15,7 +15,8 @@ import json
 import logging
 import re
 import uuid
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # what we accept from a client (or proxy) and echo back
@@ -81,7 +82,7 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def request_id_of(scope: dict) -> str | None:
+def request_id_of(scope: MutableMapping[str, Any]) -> str | None:
     """The id `RequestIdMiddleware` gave this request (None outside it)."""
     return (scope.get("state") or {}).get("request_id")
 

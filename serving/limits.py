@@ -19,8 +19,9 @@ import ipaddress
 import json
 import os
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from serving.errors import PayloadTooLarge, ServingError
 from zoo.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS

@@ -25,7 +25,7 @@ import functools
 import logging
 import os
 import threading
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
 

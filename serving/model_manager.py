@@ -18,11 +18,11 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -83,7 +83,7 @@ class BatchedRunner:
 class TorchGraphRunner:
     """The graph's module run as `Pipeline.run_graph` runs it when no backend replaced it."""
 
-    def __init__(self, pipeline: "Pipeline", spec: "GraphSpec"):
+    def __init__(self, pipeline: Pipeline, spec: GraphSpec):
         self.module = spec.module
         self.device = pipeline.device
 
@@ -100,7 +100,7 @@ class GraphEndpoint:
     name: str  # v2 model name
     model: str  # registry name of the model it belongs to
     graph: str
-    spec: "GraphSpec | None" = None
+    spec: GraphSpec | None = None
     batcher: GraphBatcher | None = None
     max_batch_size: int = 0  # Triton's meaning: 0 = no batch dimension
     batch_dim: str | None = None
@@ -111,10 +111,10 @@ class GraphEndpoint:
 class ModelEntry:
     name: str
     variant: str | None
-    card: "ModelCard"
+    card: ModelCard
     status: str = LOADING
     error: str | None = None
-    pipeline: "Pipeline | None" = None
+    pipeline: Pipeline | None = None
     graphs: list[str] = field(default_factory=list)  # v2 names
     load_seconds: float | None = None
     inflight: int = 0
@@ -140,7 +140,7 @@ class ModelManager:
 
     def __init__(
         self,
-        models: str | Sequence[str] | Mapping[str, "Pipeline"] | None = None,
+        models: str | Sequence[str] | Mapping[str, Pipeline] | None = None,
         *,
         backend: str = "torch",
         device: str = "cpu",
@@ -164,7 +164,7 @@ class ModelManager:
         self.metrics = metrics or ServingMetrics()
         self.entries: dict[str, ModelEntry] = {}
         self.endpoints: dict[str, GraphEndpoint] = {}
-        self._preloaded: dict[str, "Pipeline"] = {}
+        self._preloaded: dict[str, Pipeline] = {}
         self._lazy_loads: dict[str, threading.Thread] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -254,7 +254,7 @@ class ModelManager:
         entry.status = READY
         log.info("model %s ready (%s, %.2f s)", entry.name, entry.pipeline.backend if entry.pipeline else "?", entry.load_seconds)
 
-    def _create(self, entry: ModelEntry) -> "Pipeline":
+    def _create(self, entry: ModelEntry) -> Pipeline:
         from zoo.registry import create_model
 
         options: dict[str, Any] = {}
@@ -265,7 +265,7 @@ class ModelManager:
         weights = "random" if self.random_weights else None
         return create_model(entry.name, entry.variant, weights=weights, backend=self.backend, device=self.device, **options)
 
-    def _attach(self, entry: ModelEntry, pipeline: "Pipeline") -> None:
+    def _attach(self, entry: ModelEntry, pipeline: Pipeline) -> None:
         """Put a batcher in front of each graph of the loaded pipeline."""
         specs = {spec.name: spec for spec in pipeline.graph_specs()}
         names = []
@@ -395,7 +395,7 @@ class ModelManager:
         try:
             future = loop.run_in_executor(self.predict_pool, work)
             return await asyncio.wait_for(future, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RequestTimeout(f"prediction with {entry.name!r} timed out after {timeout_s:g} s") from None
         except ServingError:
             raise
@@ -409,7 +409,7 @@ class ModelManager:
             with self._lock:
                 entry.inflight -= 1
 
-    def pipeline(self, name: str) -> "Pipeline":
+    def pipeline(self, name: str) -> Pipeline:
         """For the demo: the loaded pipeline (its predictions counted in the metrics under the
         model's name, as REST ones are), or an error that says why there is none."""
         entry = self.ready_entry(name, wait=True)
@@ -436,7 +436,7 @@ class CountedPipeline:
     """A served pipeline whose `predict` calls count as requests in the metrics (the demo calls
     the pipeline directly, not through a route); every other attribute is the pipeline's own."""
 
-    def __init__(self, pipeline: "Pipeline", name: str, metrics: ServingMetrics):
+    def __init__(self, pipeline: Pipeline, name: str, metrics: ServingMetrics):
         self._pipeline, self._name, self._metrics = pipeline, name, metrics
 
     def predict(self, *args: Any, **kwargs: Any) -> Any:

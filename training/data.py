@@ -9,8 +9,8 @@ a resumed run sees exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch

@@ -36,7 +36,7 @@ class DistContext:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, device: torch.device) -> "DistContext":
+    def from_env(cls, device: torch.device) -> DistContext:
         """Join the process group torchrun describes; a plain single-process context otherwise.
 
         The group, once made, lives until the process exits: a second `fit` in the same process

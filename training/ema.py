@@ -4,7 +4,8 @@ e.g. DDPM and EfficientDet): after every update, ema <- decay * ema + (1 - decay
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn

@@ -7,7 +7,8 @@ The schedule is one pure function, `lr_multiplier(step, config)`, wrapped in a t
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -33,16 +33,25 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from training.checkpoint import (CHECKPOINT_DIR, capture_rng, latest_checkpoint, load_checkpoint,
-                                 preserved_rng, remove_temp_files, restore_rng, save_checkpoint)
+from training.checkpoint import (
+    CHECKPOINT_DIR,
+    capture_rng,
+    latest_checkpoint,
+    load_checkpoint,
+    preserved_rng,
+    remove_temp_files,
+    restore_rng,
+    save_checkpoint,
+)
 from training.data import ResumableBatchSampler, derive_seed, move_to_device, setup_loader, train_loader
 from training.distributed import DistContext, wrap_ddp
 from training.ema import EMA
@@ -236,13 +245,13 @@ class Trainer:
             if state.get("ema") is not None:
                 self.ema.load_state_dict(state["ema"])
             else:
-                warnings.warn(f"{path.name} has no EMA weights; the EMA starts from the current weights")
+                warnings.warn(f"{path.name} has no EMA weights; the EMA starts from the current weights", stacklevel=2)
         data = state["data"]
         self._state = _State(step=int(state["step"]), epoch=int(data["epoch"]), batch=int(data["batch"]),
                              elapsed=float(state["elapsed"]))
         if int(state.get("world_size", 1)) != self.dist.world_size:
             warnings.warn(f"{path.name} was written by {state.get('world_size')} process(es), this run has "
-                          f"{self.dist.world_size}: the data order will differ from an uninterrupted run")
+                          f"{self.dist.world_size}: the data order will differ from an uninterrupted run", stacklevel=2)
         self._apply_config_changes(state.get("config", {}))
         self._restore_rank_rng(state["rng"], path)
         if self._state.step < cfg.steps:
@@ -256,7 +265,7 @@ class Trainer:
         if not changed:
             return
         described = ", ".join(f"{k} {saved[k]!r} -> {current[k]!r}" for k in changed)
-        warnings.warn(f"resuming with changed options: {described}")
+        warnings.warn(f"resuming with changed options: {described}", stacklevel=2)
         # The loaded optimiser holds the old hyperparameters. Groups that used the old config
         # value get the new one (a group with its own value, e.g. no weight decay, keeps it).
         for key in ("weight_decay", "betas", "momentum"):
@@ -438,7 +447,7 @@ class Trainer:
         if rank < len(states):
             restore_rng(states[rank])
             return
-        warnings.warn(f"{path.name} holds no RNG state for rank {rank}: reseeding it")
+        warnings.warn(f"{path.name} holds no RNG state for rank {rank}: reseeding it", stacklevel=2)
         _seed_everything(derive_seed(self.seed, rank, self._state.step))
 
     def _checkpoint_state(self, rng: list[dict[str, Any]]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -53,7 +53,7 @@ def _card_or_fail(name: str):
 
 @app.command("list")
 def list_command(
-    task: Optional[str] = typer.Option(None, "--task", help="Only models for this task (e.g. anomaly-detection)."),
+    task: str | None = typer.Option(None, "--task", help="Only models for this task (e.g. anomaly-detection)."),
     as_json: bool = typer.Option(False, "--json", help="Print the cards as JSON."),
 ) -> None:
     """List the registered models."""
@@ -120,15 +120,15 @@ def _field_line(spec: Any) -> str:
 @app.command("train")
 def train_command(
     name: str = typer.Argument(..., help="Model name."),
-    variant: Optional[str] = typer.Option(None, "--variant", help="Variant to train (default: the card's default)."),
+    variant: str | None = typer.Option(None, "--variant", help="Variant to train (default: the card's default)."),
     data: str = typer.Option("synthetic", "--data", help="'synthetic' (procedural data, written in the real format) or a dataset path."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default: the paper's)."),
+    steps: int | None = typer.Option(None, "--steps", help="Training steps (default: the paper's)."),
     seed: int = typer.Option(0, "--seed", help="Seed for weights, data order and augmentation."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default runs/NAME-VARIANT-STAGE)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default runs/NAME-VARIANT-STAGE)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
-    sets: Optional[list[str]] = typer.Option(None, "--set", help="Override a hyperparameter: key=value (repeatable)."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Training stage (default: the card's first)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Start from these weights (fine-tuning)."),
+    sets: list[str] | None = typer.Option(None, "--set", help="Override a hyperparameter: key=value (repeatable)."),
+    stage: str | None = typer.Option(None, "--stage", help="Training stage (default: the card's first)."),
+    weights: str | None = typer.Option(None, "--weights", help="Start from these weights (fine-tuning)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar on stderr."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
@@ -189,8 +189,9 @@ def train_command(
         _fail(str(err))
     if int(os.environ.get("RANK", "0")) != 0:
         return
-    from zoo.registry import json_safe
     import dataclasses
+
+    from zoo.registry import json_safe
 
     metadata = {
         **run_info,
@@ -225,22 +226,22 @@ def torch_seed(seed: int) -> None:
 @app.command("predict")
 def predict_command(
     name: str = typer.Argument(..., help="Model name."),
-    inputs: Optional[list[str]] = typer.Argument(None, help="Images for the model's image input, one result each (paths, or skimage:NAME); none for a generator."),
-    prompt: Optional[str] = typer.Option(None, "--prompt", help="Text for the model's text input (see `zoo info NAME`)."),
-    named: Optional[list[str]] = typer.Option(None, "--input", help="Any input by name, name=value: an image path, text, or JSON for boxes/polygons (repeatable)."),
+    inputs: list[str] | None = typer.Argument(None, help="Images for the model's image input, one result each (paths, or skimage:NAME); none for a generator."),
+    prompt: str | None = typer.Option(None, "--prompt", help="Text for the model's text input (see `zoo info NAME`)."),
+    named: list[str] | None = typer.Option(None, "--input", help="Any input by name, name=value: an image path, text, or JSON for boxes/polygons (repeatable)."),
     count: int = typer.Option(1, "--count", help="How many results a model without image inputs makes (a generator: seeds S, S+1, ...)."),
-    variant: Optional[str] = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
+    variant: str | None = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
+    weights: str | None = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Random initialisation (what --weights random does); needed for a variant without bundled weights."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime (needs --export-dir)."),
-    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Folder written by `zoo export` (for --backend onnxruntime)."),
+    export_dir: Path | None = typer.Option(None, "--export-dir", help="Folder written by `zoo export` (for --backend onnxruntime)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
-    opts: Optional[list[str]] = typer.Option(None, "--opt", help="Model option key=value (see `zoo info NAME`)."),
+    opts: list[str] | None = typer.Option(None, "--opt", help="Model option key=value (see `zoo info NAME`)."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the drawn result here (PNG); several results get -0, -1, ... suffixes."),
+    out: Path | None = typer.Option(None, "--out", help="Write the drawn result here (PNG); several results get -0, -1, ... suffixes."),
 ) -> None:
     """Run a model on its typed inputs (images, --prompt, --input name=value) and print (or draw) the results."""
-    from zoo.imageio import ImageDecodeError, load_image
+    from zoo.imageio import ImageDecodeError
     from zoo.registry import create_model
     from zoo.weights import WeightsError
 
@@ -359,11 +360,11 @@ def export_command(
     name: str = typer.Argument(..., help="Model name."),
     fmt: str = typer.Option(..., "--format", help="onnx | onnx-fp16 | tensorrt | triton."),
     out: Path = typer.Option(..., "--out", help="Output folder (for triton: the model repository)."),
-    variant: Optional[str] = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
+    variant: str | None = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
+    weights: str | None = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Random initialisation (what --weights random does); needed for a variant without bundled weights."),
     exporter: str = typer.Option("auto", "--exporter", help="auto (torch.export, falling back to TorchScript) | dynamo | torchscript."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32 | fp16 for tensorrt (default fp16) and triton (default fp32)."),
+    precision: str | None = typer.Option(None, "--precision", help="fp32 | fp16 for tensorrt (default fp16) and triton (default fp32)."),
     triton_backend: str = typer.Option("onnxruntime", "--triton-backend", help="triton: serve ONNX (onnxruntime) or TensorRT plans (tensorrt)."),
     instance_kind: str = typer.Option("auto", "--instance-kind", help="triton instance_group kind: auto | cpu | gpu."),
     as_json: bool = typer.Option(False, "--json", help="Print export.json on stdout."),
@@ -384,7 +385,7 @@ def export_command(
         if as_json:
             _emit_json({"error": str(err), **err.report.get("manifest", {})})
         typer.echo(f"error: export parity check failed; figures in {out / 'export.json'}\n{err}", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from err
     except (ExportError, WeightsError, FileNotFoundError, ValueError) as err:
         _fail(str(err))
     if as_json:
@@ -399,18 +400,19 @@ def export_command(
 def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs --api-key."),
     port: int = typer.Option(8000, "--port", help="Port to bind."),
-    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated models to serve, NAME or NAME:VARIANT (default: every registered model)."),
+    models: str | None = typer.Option(None, "--models", help="Comma-separated models to serve, NAME or NAME:VARIANT (default: every registered model)."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime (needs --export-dir)."),
-    export_dir: Optional[Path] = typer.Option(None, "--export-dir", help="Folder written by `zoo export` (DIR/NAME per model, or one model's folder)."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key); env ZOO_API_KEY."),
+    export_dir: Path | None = typer.Option(None, "--export-dir", help="Folder written by `zoo export` (DIR/NAME per model, or one model's folder)."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key); env ZOO_API_KEY."),
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="Dynamic batching: rows per execution (1 turns batching off)."),
-    max_queue_delay_ms: float = typer.Option(0.0, "--max-queue-delay-ms", help="Dynamic batching: how long a request may wait for company (0, as Triton: batches form from requests that queued while the last batch ran)."),
+    max_queue_delay_ms: float = typer.Option(0.0, "--max-queue-delay-ms", help="Dynamic batching: how long a request may wait for company "
+                                              "(0, as Triton: batches form from requests that queued while the last batch ran)."),
     queue_size: int = typer.Option(64, "--queue-size", help="Requests waiting per graph before 503 + Retry-After."),
     timeout_s: float = typer.Option(30.0, "--timeout-s", help="Per-request timeout (queue + compute) before 504."),
     no_demo: bool = typer.Option(False, "--no-demo", help="Do not mount the Gradio demo at /demo."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body (413 above)."),
-    max_image_pixels: Optional[int] = typer.Option(None, "--max-image-pixels", help="Largest image (width x height) an upload may declare (413 above)."),
+    max_image_pixels: int | None = typer.Option(None, "--max-image-pixels", help="Largest image (width x height) an upload may declare (413 above)."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Serve every model with random initialisation (a variant without bundled weights is refused otherwise)."),
 ) -> None:
     """Serve every model over HTTP: Open Inference Protocol v2 (tritonclient works), REST, /metrics, the demo at /demo."""
@@ -444,8 +446,8 @@ def serve_command(
 def demo_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs --api-key."),
     port: int = typer.Option(7860, "--port", help="Port to bind."),
-    models: Optional[str] = typer.Option(None, "--models", help="Comma-separated models, NAME or NAME:VARIANT (default: every registered model)."),
-    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Login 'zoo' with this key as the password; env ZOO_API_KEY."),
+    models: str | None = typer.Option(None, "--models", help="Comma-separated models, NAME or NAME:VARIANT (default: every registered model)."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Login 'zoo' with this key as the password; env ZOO_API_KEY."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Every model with random initialisation (a variant without bundled weights is refused otherwise)."),
 ) -> None:
     """Run the Gradio demo alone: a tab per model, bundled demo weights and examples."""
@@ -489,10 +491,10 @@ def bench_command(
     suite: str = typer.Argument(..., help="latency | reference | serving | flops | gpu | report"),
     quick: bool = typer.Option(False, "--quick", help="Each suite in under a minute (CI smoke test); writes only where --out says."),
     as_json: bool = typer.Option(False, "--json", help="Print the results document as JSON."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Results folder (default: bench/results for full runs)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads for torch and ONNX Runtime (default 1: our CPUs are shared)."),
-    budget_s: Optional[float] = typer.Option(None, "--budget-s", help="Wall-clock budget for the suite in seconds."),
-    device: Optional[str] = typer.Option(None, "--device", help="gpu and serving suites: cuda or cpu."),
+    out: Path | None = typer.Option(None, "--out", help="Results folder (default: bench/results for full runs)."),
+    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads for torch and ONNX Runtime (default 1: our CPUs are shared)."),
+    budget_s: float | None = typer.Option(None, "--budget-s", help="Wall-clock budget for the suite in seconds."),
+    device: str | None = typer.Option(None, "--device", help="gpu and serving suites: cuda or cpu."),
 ) -> None:
     """Benchmarks that print ratios measured side by side in one run; JSON under bench/results/."""
     from bench import SUITES, render, run_suite

@@ -12,8 +12,9 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -143,7 +144,7 @@ def to_tensor(image: Image.Image, size: int | tuple[int, int] | None = None) -> 
     """RGB PIL -> float32 (3, H, W) in [0, 1], optionally resized (bilinear) to size (H, W)."""
     if size is not None:
         h, w = (size, size) if isinstance(size, int) else size
-        image = image.resize((w, h), Image.BILINEAR)
+        image = image.resize((w, h), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 

@@ -14,9 +14,10 @@ import importlib
 import json
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -494,15 +495,15 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-_REGISTRY: dict[str, tuple[ModelCard, Callable[[Any], "Pipeline"]]] = {}
+_REGISTRY: dict[str, tuple[ModelCard, Callable[[Any], Pipeline]]] = {}
 _FAMILY_ERRORS: dict[str, str] = {}
 _LOADED = False
 
 
-def register_model(card: ModelCard) -> Callable[[Callable[[Any], "Pipeline"]], Callable[[Any], "Pipeline"]]:
+def register_model(card: ModelCard) -> Callable[[Callable[[Any], Pipeline]], Callable[[Any], Pipeline]]:
     """Decorator: register `factory(config) -> Pipeline` under `card.name`."""
 
-    def decorator(factory: Callable[[Any], "Pipeline"]) -> Callable[[Any], "Pipeline"]:
+    def decorator(factory: Callable[[Any], Pipeline]) -> Callable[[Any], Pipeline]:
         if card.name in _REGISTRY:
             raise ValueError(f"model {card.name!r} is already registered")
         if card.default_variant not in card.variants:
@@ -535,7 +536,7 @@ def family_errors() -> dict[str, str]:
     return dict(_FAMILY_ERRORS)
 
 
-def _lookup(name: str) -> tuple[ModelCard, Callable[[Any], "Pipeline"]]:
+def _lookup(name: str) -> tuple[ModelCard, Callable[[Any], Pipeline]]:
     _load_families()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.4)
@@ -583,7 +584,7 @@ def variant_config(name: str, variant: str | None = None, overrides: dict[str, A
     return config
 
 
-def build_pipeline(name: str, variant: str | None = None, *, config: Any = None) -> "Pipeline":
+def build_pipeline(name: str, variant: str | None = None, *, config: Any = None) -> Pipeline:
     """The factory call alone: random weights, on the current default device."""
     card, factory = _lookup(name)
     variant = variant or card.default_variant
@@ -607,7 +608,7 @@ def create_model(
     backend: str = "torch",
     device: str = "cpu",
     **backend_options: Any,
-) -> "Pipeline":
+) -> Pipeline:
     """A ready predictor.
 
     weights: None loads the variant's bundled demo weights; a variant without them is refused
@@ -666,7 +667,7 @@ def available_backends() -> dict[str, Any]:
     return {ep.name: ep for ep in entry_points(group="zoo.backends")}
 
 
-def attach_backend(pipeline: "Pipeline", backend: str, **options: Any) -> None:
+def attach_backend(pipeline: Pipeline, backend: str, **options: Any) -> None:
     backends = available_backends()
     if backend not in backends:
         known = ", ".join(["torch", *sorted(backends)])

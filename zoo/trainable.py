@@ -9,8 +9,9 @@ these objects.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ class TrainConfig:
     eval_every: int = 0  # 0: evaluate only at the end
     num_workers: int = 0
 
-    def override(self, pairs: dict[str, str]) -> "TrainConfig":
+    def override(self, pairs: dict[str, str]) -> TrainConfig:
         """A copy with fields replaced from `key=value` strings, each parsed to the field's type."""
         known = {f.name: f for f in dataclasses.fields(self)}
         changes: dict[str, Any] = {}

@@ -7,12 +7,12 @@ Loading never unpickles arbitrary objects: safetensors for our files and library
 from __future__ import annotations
 
 import argparse
-
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
@@ -180,7 +180,7 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     raise WeightsError(f"{path}: unknown weights format (expected .safetensors, a folder, or {', '.join(TORCH_SUFFIXES)})")
 
 
-def load_weights(pipeline: "Pipeline", spec: str | Path) -> dict[str, Any]:
+def load_weights(pipeline: Pipeline, spec: str | Path) -> dict[str, Any]:
     """Load weights into `pipeline.model`; returns the sidecar metadata (or {} for foreign files).
 
     Our files load directly (and must be for the same model and variant config); foreign

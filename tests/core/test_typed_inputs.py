@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 import pytest
-from typed_toys import EDITOR, GENERATOR, TOY_CLASSES, toy_generate
 from PIL import Image
+from typed_toys import EDITOR, GENERATOR, TOY_CLASSES, toy_generate
 from typer.testing import CliRunner
 
 from zoo import registry
@@ -156,8 +156,9 @@ def test_cli_generator_json_out_and_summary(typed_toys, tmp_path):
     document = _json(runner.invoke(app, [*args, "--json", "--out", str(out)]))
     results = document["results"]
     assert [r["seeds"] for r in results] == [[3], [4]] and results[0]["input"] is None and results[0]["steps"] == 3
-    from zoo.imageio import decode_image
     import base64
+
+    from zoo.imageio import decode_image
 
     decoded = np.asarray(decode_image(base64.b64decode(results[1]["images_png_base64"][0])))
     assert np.array_equal(decoded, toy_generate(4, 3, 0))

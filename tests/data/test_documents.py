@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from zoo.data._rng import rng_for
 from zoo.data.documents import TASKS, defocus_kernel, generate_document_pairs, make_pair, motion_kernel
 from zoo.data.paired import PairedCrops, PairedFolder, paired_augment
-from zoo.data._rng import rng_for
 
 
 def test_pairs_are_deterministic_and_degraded():

@@ -9,9 +9,21 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.diffusion.autoencoder import (SD_VAE_PARAMS, AutoencoderConfig, AutoencoderTrainable, AutoencoderTrainConfig,
-                                       DecoderGraph, EncoderGraph, LatentCodec, autoencoder_loss, build_autoencoder,
-                                       build_autoencoder_task, count_parameters, kl_divergence, preset_config)
+from zoo.diffusion.autoencoder import (
+    SD_VAE_PARAMS,
+    AutoencoderConfig,
+    AutoencoderTrainable,
+    AutoencoderTrainConfig,
+    DecoderGraph,
+    EncoderGraph,
+    LatentCodec,
+    autoencoder_loss,
+    build_autoencoder,
+    build_autoencoder_task,
+    count_parameters,
+    kl_divergence,
+    preset_config,
+)
 from zoo.diffusion.perceptual import FeatureDistance, RandomConvFeatures, StageFeatures, build_perceptual
 
 

@@ -10,8 +10,14 @@ import pytest
 import torch
 from diffusers import AutoencoderKL, UNet2DModel
 
-from zoo.diffusion.autoencoder import (AutoencoderConfig, LatentCodec, build_autoencoder, convert_vae_state_dict,
-                                       load_autoencoder, preset_config)
+from zoo.diffusion.autoencoder import (
+    AutoencoderConfig,
+    LatentCodec,
+    build_autoencoder,
+    convert_vae_state_dict,
+    load_autoencoder,
+    preset_config,
+)
 from zoo.diffusion.interop import DiffusersFolderError, save_pipeline_folder
 from zoo.weights import WeightsError, WeightsMismatchError, save_weights
 

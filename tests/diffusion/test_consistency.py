@@ -7,10 +7,22 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.diffusion.consistency import (ConsistencyParametrisation, adaptive_c, consistency_scalings,
-                                       consistency_weights, discretisation_steps, edm_scalings, ict_c,
-                                       karras_sigmas, lognormal_step_weights, loss_scale_c, noise_conditioning,
-                                       sample_consistency, sample_diffusion, sample_step_indices)
+from zoo.diffusion.consistency import (
+    ConsistencyParametrisation,
+    adaptive_c,
+    consistency_scalings,
+    consistency_weights,
+    discretisation_steps,
+    edm_scalings,
+    ict_c,
+    karras_sigmas,
+    lognormal_step_weights,
+    loss_scale_c,
+    noise_conditioning,
+    sample_consistency,
+    sample_diffusion,
+    sample_step_indices,
+)
 
 
 class FakeNet(nn.Module):

@@ -8,8 +8,15 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from zoo.diffusion.interop import (DiffusersFolderError, load_diffusers, model_class, read_config, resolve_model_folder,
-                                   save_diffusers, save_pipeline_folder)
+from zoo.diffusion.interop import (
+    DiffusersFolderError,
+    load_diffusers,
+    model_class,
+    read_config,
+    resolve_model_folder,
+    save_diffusers,
+    save_pipeline_folder,
+)
 
 
 def _unet(seed: int = 0) -> UNet2DModel:

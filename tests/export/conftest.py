@@ -14,6 +14,7 @@ import toys  # noqa: E402
 
 from zoo import registry  # noqa: E402
 
+
 # The toys are registered only while a test module of this folder runs, so other tests that
 # walk the registry never see them.
 @pytest.fixture(autouse=True, scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import toys
 from typer.testing import CliRunner
 
-import toys
 from zoo import registry
 from zoo.cli import app
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 import toys
+
 from export.common import ExportError
 from export.cuda import AutocastRunner, ShapeCache, attach_torch_cuda
 from zoo import registry

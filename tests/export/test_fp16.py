@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-
 import toys
+
 from export.fp16 import auroc, defect_batch
 from export.onnx import parity_message
 from zoo import registry

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 import toys
+
 from export.common import FP32_TOLERANCE, ParityError, Tolerance, check_dims, compare, example_dims, read_manifest
 from export.onnx import check_parity, export_onnx, parity_message
 from zoo import registry

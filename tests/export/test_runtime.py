@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-
 import toys
+
 from export.common import FP32_TOLERANCE, ExportError, compare, dims_from_inputs
 from export.fp16 import fp16_tolerance
 from export.runtime import OnnxRuntimeRunner, available_cpus, session_options

@@ -8,9 +8,9 @@ import types
 
 import pytest
 import torch
+import toys
 from typer.testing import CliRunner
 
-import toys
 from export import tensorrt as trt_mod
 from export.tensorrt import TensorRTUnavailable, build_engine, profile_shapes, require_tensorrt
 from zoo import registry

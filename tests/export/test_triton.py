@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import toys
 from google.protobuf import text_format
 
-import toys
 from export.common import ExportError
 from export.triton import config_text, model_config_pb2, parse_config, repository_from_export, validate_config
 from zoo import registry

@@ -11,7 +11,6 @@ from zoo.models.docdiff.pipeline import blend_window, tile_starts
 from zoo.results import ImageResult
 
 
-
 @pytest.fixture(scope="module")
 def pipeline():
     return registry.create_model("docdiff", "micro", weights="random")

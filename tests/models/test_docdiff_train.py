@@ -12,7 +12,6 @@ from zoo.models.docdiff.model import DocDiff, preset_config
 from zoo.models.docdiff.train import DocDiffTrainable, DocDiffTrainConfig, build_task
 
 
-
 def _micro(seed: int = 0) -> DocDiff:
     torch.manual_seed(seed)
     return DocDiff(preset_config("micro"))

@@ -6,7 +6,6 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from zoo.models.efficientad.model import normalize_map
 from zoo.models.efficientad.loss import (
     autoencoder_losses,
     color_jitter,
@@ -18,6 +17,7 @@ from zoo.models.efficientad.loss import (
     teacher_channel_stats,
     total_loss,
 )
+from zoo.models.efficientad.model import normalize_map
 
 
 def _distances_as_student(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

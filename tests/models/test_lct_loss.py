@@ -8,8 +8,7 @@ import torch
 from torch import nn
 
 from zoo.diffusion.consistency import ConsistencyParametrisation, karras_sigmas
-from zoo.models.lct.loss import (cauchy_loss, consistency_loss, diffusion_weight, ot_couple_noise,
-                                 pseudo_huber_loss)
+from zoo.models.lct.loss import cauchy_loss, consistency_loss, diffusion_weight, ot_couple_noise, pseudo_huber_loss
 
 
 def test_robust_losses_hand_values():

@@ -131,9 +131,9 @@ def test_backbone_is_timm_plus_output_norms():
 
 
 def test_presets_follow_official_configs():
-    t, l, c = preset_config("swin-t"), preset_config("swin-l"), preset_config("convnext-l")
-    assert (t.num_queries, l.num_queries, c.num_queries) == (150, 250, 250)
-    for cfg in (t, l, c):
+    t, large, c = preset_config("swin-t"), preset_config("swin-l"), preset_config("convnext-l")
+    assert (t.num_queries, large.num_queries, c.num_queries) == (150, 250, 250)
+    for cfg in (t, large, c):
         assert (cfg.num_classes, cfg.dec_layers, cfg.enc_layers, cfg.dim_feedforward, cfg.enc_dim_feedforward) == (150, 9, 6, 2048, 1024)
         assert (cfg.hidden_dim, cfg.conv_dim, cfg.mask_dim, cfg.nheads, cfg.query_dec_layers) == (256, 256, 256, 8, 2)
         assert (cfg.text_width, cfg.text_layers, cfg.text_heads, cfg.text_context, cfg.vocab_size, cfg.n_ctx) == (256, 6, 4, 77, 49408, 16)

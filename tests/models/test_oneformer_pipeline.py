@@ -8,9 +8,8 @@ import torch
 
 from zoo import registry
 from zoo.imageio import letterbox_masks, letterbox_size
-from zoo.models.oneformer.pipeline import (instance_inference, letterbox_image,
-                                           panoptic_inference, restore_masks, semantic_inference)
 from zoo.models.oneformer.model import preset_config
+from zoo.models.oneformer.pipeline import instance_inference, letterbox_image, panoptic_inference, restore_masks, semantic_inference
 from zoo.models.oneformer.tokenizer import VOCAB_SIZE, task_tokens
 from zoo.results import Segmentation
 

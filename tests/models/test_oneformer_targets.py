@@ -8,8 +8,7 @@ import torch
 
 from zoo.data.coco import CocoPanoptic, write_coco_panoptic
 from zoo.data.shapes import categories
-from zoo.models.oneformer.targets import (PAD_TEXTS, TASKS, build_targets, choose_task, item_targets, parse_tasks,
-                                          text_list)
+from zoo.models.oneformer.targets import PAD_TEXTS, TASKS, build_targets, choose_task, item_targets, parse_tasks, text_list
 
 NAMES = [c["name"] for c in categories()]  # circle 0, square 1, ..., sky 6, ground 7, water 8
 

@@ -135,7 +135,7 @@ def test_through_the_shared_loop(shapes, tmp_path):
     result = Trainer(task, tmp_path / "run", seed=0, progress=False).fit()
     assert result.completed and result.steps_done == 3
     assert "pq" in result.metrics and "miou" in result.metrics
-    lines = [json.loads(l) for l in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if l.strip()]
+    lines = [json.loads(row) for row in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if row.strip()]
     assert any("loss_contrastive" in line for line in lines)
 
 

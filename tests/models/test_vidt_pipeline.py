@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from zoo.models.vidt.model import ViDT, preset_config
-from zoo.models.vidt.pipeline import (IMAGENET_MEAN, IMAGENET_STD, ViDTPipeline, letterbox_scaled, postprocess_image,
-                                      select_topk, unletterbox_boxes)
+from zoo.models.vidt.pipeline import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ViDTPipeline,
+    letterbox_scaled,
+    postprocess_image,
+    select_topk,
+    unletterbox_boxes,
+)
 from zoo.results import Detections
 
 

@@ -16,9 +16,8 @@ from serving_support import BROKEN, FAKE, MAX_BODY, MAX_PIXELS, fakes, live  # n
 from serving import BatchingConfig, Limits, create_app  # noqa: E402
 
 
-
 @pytest.fixture(scope="module")
-def server(fakes):
+def server(fakes):  # noqa: F811 - the fixture imported above, requested by name
     """fake-anomaly and fake-broken behind small limits and a 20 ms batching window."""
     app = create_app(
         [FAKE, BROKEN],

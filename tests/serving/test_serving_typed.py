@@ -229,7 +229,7 @@ def test_v2_editor_with_tritonclient(typed_server):
     mask.set_data_from_numpy(np.array([png_bytes(MASK)], dtype=np.object_))
     boxes = triton.InferInput("boxes", [1, 4], "FP32")
     boxes.set_data_from_numpy(np.array([[0, 0, 2, 3]], np.float32))
-    result = client(typed_server).infer(EDITOR, [image, mask, scalar("prompt", "abc".encode(), "BYTES"), boxes])
+    result = client(typed_server).infer(EDITOR, [image, mask, scalar("prompt", b"abc", "BYTES"), boxes])
     assert np.array_equal(result.as_numpy("images")[0], edited("abc", [[0, 0, 2, 3]], mask=True))
     assert json.loads(result.as_numpy("result")[0])["info"] == {"prompt": "abc", "boxes": 1}
 

@@ -34,7 +34,7 @@ def test_every_family_trains_under_torchrun_with_equal_rank_weights(tmp_path):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        raise AssertionError("zoo train under torchrun timed out:\n" + stdout[-2000:] + stderr[-4000:])
+        raise AssertionError("zoo train under torchrun timed out:\n" + stdout[-2000:] + stderr[-4000:]) from None
     assert proc.returncode == 0, stdout[-3000:] + stderr[-5000:]
 
     for run in runs:

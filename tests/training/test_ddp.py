@@ -37,7 +37,7 @@ def test_two_process_ddp_run(tmp_path):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        raise AssertionError("2-process DDP run timed out after 180 s:\n" + stdout[-2000:] + stderr[-2000:])
+        raise AssertionError("2-process DDP run timed out after 180 s:\n" + stdout[-2000:] + stderr[-2000:]) from None
     assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]

@@ -8,7 +8,7 @@ at a cost proportional to the shape's size rather than the image's.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import colorsys
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage

@@ -23,8 +23,8 @@ degradations, one family a task:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -52,7 +52,7 @@ CJK_TEXT = "文档增强扩散模型残差去模糊去噪水印印章删除合�
 SEAL_TEXT = "OFFICIAL SEAL APPROVED CERTIFIED COMPANY LTD"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def available_fonts() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(Latin font paths, CJK font paths) that exist on this machine."""
     latin = tuple(str(DEJAVU / f) for f in LATIN_FONTS if (DEJAVU / f).is_file())

@@ -11,8 +11,9 @@ once with `json.dump(pickle.load(f), out)`).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -340,7 +340,9 @@ def generate_shapes_dataset(root: str | Path, splits: dict[str, int] | None = No
             shutil.rmtree(root / sub)
     cats = categories()
     thing_cats = [{k: c[k] for k in ("id", "name", "supercategory")} for c in cats if c["isthing"]]
-    all_images, all_anns, refs = [], [], []
+    all_images: list[dict[str, Any]] = []
+    all_anns: list[dict[str, Any]] = []
+    refs: list[dict[str, Any]] = []
     image_id, ann_id = 1, 1
     paths: dict[str, Any] = {"root": str(root)}
     for split, count in splits.items():

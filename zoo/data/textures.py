@@ -10,9 +10,9 @@ training image is a different patch of the same material.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache, lru_cache
 
 import numpy as np
 from scipy import ndimage
@@ -76,7 +76,7 @@ def texture_names() -> list[str]:
     return list(TEXTURES)
 
 
-@lru_cache(maxsize=None)
+@cache
 def texture_source(name: str) -> np.ndarray:
     """The tinted source image (H, W, 3) float32 in [0, 1]; cached and read-only."""
     if name not in TEXTURES:

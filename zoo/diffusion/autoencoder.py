@@ -40,9 +40,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -85,7 +86,7 @@ class AutoencoderConfig:
         }
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "AutoencoderConfig":
+    def from_dict(cls, values: dict[str, Any]) -> AutoencoderConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -93,7 +94,7 @@ class AutoencoderConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     @classmethod
-    def from_diffusers(cls, config: dict[str, Any]) -> "AutoencoderConfig":
+    def from_diffusers(cls, config: dict[str, Any]) -> AutoencoderConfig:
         """Our config from an `AutoencoderKL` config (a `config.json` or `vae.config`)."""
         for key in ("down_block_types", "up_block_types"):
             kinds = set(config.get(key, ()))
@@ -159,7 +160,7 @@ class LatentCodec(nn.Module):
         self.register_buffer("shift", _per_channel(default_shift if shift is None else shift, c))
 
     @classmethod
-    def from_config(cls, config: AutoencoderConfig) -> "LatentCodec":
+    def from_config(cls, config: AutoencoderConfig) -> LatentCodec:
         return cls(build_autoencoder(config), sigma_data=config.sigma_data)
 
     @property
@@ -231,7 +232,7 @@ class LatentCodec(nn.Module):
         self.shift.copy_(_per_channel(mean, self.latent_channels))
         self.scaling.copy_(self.sigma_data / std_t)
 
-    def fit(self, batches: Iterable[Tensor]) -> "LatentCodec":
+    def fit(self, batches: Iterable[Tensor]) -> LatentCodec:
         """Measure the latent statistics on these image batches and standardise with them (sLCT)."""
         self.set_statistics(*self.measure(batches))
         return self

@@ -29,7 +29,8 @@ sigmas[N - 1] = sigma_min; a training pair is (sigmas[i], sigmas[i + 1]) for i i
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

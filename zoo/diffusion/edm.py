@@ -11,7 +11,7 @@ P_mean = -1.2, P_std = 1.2 (EDM's defaults). Sampling: `consistency.sample_diffu
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -24,7 +24,8 @@ The network stays frozen and in eval mode whatever mode the training loop sets.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -46,7 +47,7 @@ class FeatureDistance(nn.Module):
         self.net = net.eval().requires_grad_(False)
         self.layer_weights = None if layer_weights is None else tuple(float(w) for w in layer_weights)
 
-    def train(self, mode: bool = True) -> "FeatureDistance":
+    def train(self, mode: bool = True) -> FeatureDistance:
         super().train(mode)
         self.net.eval()  # frozen: BatchNorm statistics and dropout never follow the loop's mode
         return self

@@ -19,7 +19,8 @@ Inputs may be numpy arrays or torch tensors (any device, with or without grad).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage

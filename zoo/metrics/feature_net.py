@@ -51,7 +51,7 @@ class FeatureNetConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FeatureNetConfig":
+    def from_dict(cls, d: dict[str, Any]) -> FeatureNetConfig:
         d = dict(d)
         d["widths"], d["classes"] = tuple(d["widths"]), tuple(d["classes"])
         return cls(**d)

@@ -20,7 +20,8 @@ skipped), ignoring `ignore_index` pixels.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

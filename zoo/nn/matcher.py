@@ -32,7 +32,6 @@ from torch import Tensor, nn
 from zoo.nn.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
 from zoo.nn.losses import point_sample
 
-
 NAN_COST = 100.0  # OneFormer's replacement for NaN costs
 INF_COST = 1e8  # our bound for +-inf costs (the official code has none)
 

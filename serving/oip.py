@@ -85,7 +85,7 @@ def triton_dtype(spec_dtype: str) -> str:
         raise ValueError(f"dtype {spec_dtype!r} has no Triton datatype") from None
 
 
-def metadata_shape(spec: "TensorSpec") -> list[int]:
+def metadata_shape(spec: TensorSpec) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in spec.shape]
 
 
@@ -138,7 +138,7 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
     return document, binary
 
 
-def parse_infer_request(document: dict[str, Any], binary: bytes, endpoint: "GraphEndpoint", limits: Limits) -> InferRequest:
+def parse_infer_request(document: dict[str, Any], binary: bytes, endpoint: GraphEndpoint, limits: Limits) -> InferRequest:
     """Check the request against the graph's specs and decode its tensors (numpy, not yet torch)."""
     spec = endpoint.spec
     assert spec is not None
@@ -230,7 +230,7 @@ def parse_infer_request(document: dict[str, Any], binary: bytes, endpoint: "Grap
     return InferRequest(str(request_id) if request_id is not None else None, arrays, outputs, binary_default, timeout_s)
 
 
-def _check_shape(shape: Any, tensor_spec: "TensorSpec", endpoint: "GraphEndpoint", sizes: dict[str, int]) -> list[int]:
+def _check_shape(shape: Any, tensor_spec: TensorSpec, endpoint: GraphEndpoint, sizes: dict[str, int]) -> list[int]:
     name, in_name = endpoint.name, tensor_spec.name
     expected = metadata_shape(tensor_spec)
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
@@ -259,7 +259,7 @@ def _check_shape(shape: Any, tensor_spec: "TensorSpec", endpoint: "GraphEndpoint
     return shape
 
 
-def check_values(array: np.ndarray, tensor_spec: "TensorSpec", where: str) -> None:
+def check_values(array: np.ndarray, tensor_spec: TensorSpec, where: str) -> None:
     """Values a graph cannot take: NaN or +-Inf in a float tensor, and any value outside the
     spec's `valid_range` (an index into a table: a timestep, a token id, a class label)."""
     if not array.size:
@@ -368,7 +368,7 @@ def encode_infer_response(model_name: str, request: InferRequest, names: list[st
     return head + b"".join(blobs), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
 
 
-def input_constraints(spec: "GraphSpec", tensor: "TensorSpec") -> dict[str, Any]:
+def input_constraints(spec: GraphSpec, tensor: TensorSpec) -> dict[str, Any]:
     """What an input's shape and datatype do not say: `multiple_of` (one number per axis of
     the metadata shape, 1 where any size goes) and `valid_range` ([low, high], inclusive)."""
     out: dict[str, Any] = {}
@@ -380,7 +380,7 @@ def input_constraints(spec: "GraphSpec", tensor: "TensorSpec") -> dict[str, Any]
     return out
 
 
-def model_metadata(endpoint: "GraphEndpoint", backend: str) -> dict[str, Any]:
+def model_metadata(endpoint: GraphEndpoint, backend: str) -> dict[str, Any]:
     """Triton's metadata; an input with constraints beyond its shape carries them as
     `parameters` (the optional tensor parameters MLServer's metadata has too)."""
     spec = endpoint.spec
@@ -405,13 +405,13 @@ def platform_name(backend: str) -> str:
     return {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}.get(backend, "pytorch_libtorch")
 
 
-def model_config(endpoint: "GraphEndpoint", backend: str, manager: "ModelManager") -> dict[str, Any]:
+def model_config(endpoint: GraphEndpoint, backend: str, manager: ModelManager) -> dict[str, Any]:
     """Triton's model configuration as JSON (what `GET /v2/models/{name}/config` returns)."""
     spec = endpoint.spec
     assert spec is not None
     skip = 1 if endpoint.max_batch_size else 0  # config dims leave the batch dimension out
 
-    def tensors(items: tuple["TensorSpec", ...]) -> list[dict[str, Any]]:
+    def tensors(items: tuple[TensorSpec, ...]) -> list[dict[str, Any]]:
         return [{"name": t.name, "data_type": "TYPE_" + ("STRING" if t.dtype == "bytes" else triton_dtype(t.dtype)), "dims": metadata_shape(t)[skip:]} for t in items]
 
     config: dict[str, Any] = {
@@ -439,7 +439,7 @@ def model_config(endpoint: "GraphEndpoint", backend: str, manager: "ModelManager
 
 
 # -- routes --------------------------------------------------------------------------------
-def build_router(manager: "ModelManager", limits: Limits, server_name: str, server_version: str) -> APIRouter:
+def build_router(manager: ModelManager, limits: Limits, server_name: str, server_version: str) -> APIRouter:
     from serving import oip_pipeline
 
     router = APIRouter(tags=["Open Inference Protocol v2"])
@@ -530,7 +530,9 @@ def build_router(manager: "ModelManager", limits: Limits, server_name: str, serv
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"type": "object", "properties": {"id": {"type": "string"}, "parameters": {"type": "object"}, "inputs": {"type": "array", "items": {"type": "object"}}, "outputs": {"type": "array", "items": {"type": "object"}}}, "required": ["inputs"]}},
+                "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+                    "id": {"type": "string"}, "parameters": {"type": "object"},
+                    "inputs": {"type": "array", "items": {"type": "object"}}, "outputs": {"type": "array", "items": {"type": "object"}}}}},
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary", "description": f"JSON header of {HEADER_LENGTH} bytes, then the binary tensors"}},
             },
         }
@@ -620,7 +622,7 @@ def _check_version(name: str, version: str) -> None:
         raise NotFound(f"model {name!r} has no version {version!r}; versions: {MODEL_VERSION}")
 
 
-def _stats(manager: "ModelManager", v2: str) -> dict[str, Any]:
+def _stats(manager: ModelManager, v2: str) -> dict[str, Any]:
     """Triton's statistics extension, from the same counters /metrics shows (durations in ns)."""
     m = manager.metrics
     labels = {"model": v2, "version": m.VERSION}

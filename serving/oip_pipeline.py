@@ -65,7 +65,7 @@ OPTION_DATATYPES = {"int": "INT64", "label": "INT64", "float": "FP32", "bool": "
 _NUMERIC = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64"}
 
 
-def tensor_of(spec: "InputSpec | OptionSpec") -> tuple[str, list[int]]:
+def tensor_of(spec: InputSpec | OptionSpec) -> tuple[str, list[int]]:
     """(datatype, metadata shape) of one card field."""
     from zoo.registry import InputSpec
 
@@ -74,14 +74,14 @@ def tensor_of(spec: "InputSpec | OptionSpec") -> tuple[str, list[int]]:
     return OPTION_DATATYPES[spec.kind], [1]
 
 
-def output_tensors(card: "ModelCard") -> list[dict[str, Any]]:
+def output_tensors(card: ModelCard) -> list[dict[str, Any]]:
     outputs = [{"name": "result", "datatype": "BYTES", "shape": [1]}]
     if card.result_type in IMAGE_RESULTS:
         outputs.append({"name": "images", "datatype": "UINT8", "shape": [-1, -1, -1, 3]})
     return outputs
 
 
-def pipeline_metadata(card: "ModelCard") -> dict[str, Any]:
+def pipeline_metadata(card: ModelCard) -> dict[str, Any]:
     inputs = []
     for spec in (*card.inputs, *card.options):
         datatype, shape = tensor_of(spec)
@@ -89,7 +89,7 @@ def pipeline_metadata(card: "ModelCard") -> dict[str, Any]:
     return {"name": card.name, "versions": [MODEL_VERSION], "platform": PLATFORM, "inputs": inputs, "outputs": output_tensors(card)}
 
 
-def pipeline_config(card: "ModelCard", graphs: list[str], device: str) -> dict[str, Any]:
+def pipeline_config(card: ModelCard, graphs: list[str], device: str) -> dict[str, Any]:
     """Triton's model configuration fields for the pipeline model (no batch dimension: one
     item a request; its graphs batch across requests on their own)."""
     from zoo.registry import InputSpec
@@ -123,7 +123,7 @@ class PipelineRequest:
     include: dict[str, bool] = field(default_factory=dict)  # to_json keywords (the `include` parameter)
 
 
-def parse_pipeline_request(document: dict[str, Any], binary: bytes, card: "ModelCard", limits: Limits, hint: str = "") -> PipelineRequest:
+def parse_pipeline_request(document: dict[str, Any], binary: bytes, card: ModelCard, limits: Limits, hint: str = "") -> PipelineRequest:
     """Read a v2 request against the card's typed inputs (values are checked by the card later)."""
     from zoo.registry import InputSpec
 
@@ -201,7 +201,7 @@ def parse_pipeline_request(document: dict[str, Any], binary: bytes, card: "Model
     return PipelineRequest(str(request_id) if request_id is not None else None, inputs, options, outputs, binary_default, timeout_s, include)
 
 
-def _read_tensor(raw: dict[str, Any], spec: Any, binary: bytes, offset: int, card: "ModelCard", limits: Limits, hint: str) -> tuple[Any, int]:
+def _read_tensor(raw: dict[str, Any], spec: Any, binary: bytes, offset: int, card: ModelCard, limits: Limits, hint: str) -> tuple[Any, int]:
     """One input tensor -> (its value for the card, the new binary offset)."""
     from zoo.registry import InputSpec
 
@@ -313,7 +313,7 @@ def _decode_image(data: bytes, where: str, limits: Limits) -> Image.Image:
         raise BadRequest(f"{where}: {err}") from None
 
 
-def result_tensors(card: "ModelCard", result: Any, include: dict[str, bool] | None = None) -> tuple[list[str], list[np.ndarray]]:
+def result_tensors(card: ModelCard, result: Any, include: dict[str, bool] | None = None) -> tuple[list[str], list[np.ndarray]]:
     """The pipeline model's outputs for one result: ("result", its JSON, with the `include`
     extras) and, for image results, ("images", UINT8 [N, H, W, 3])."""
     names = [o["name"] for o in output_tensors(card)]

@@ -58,7 +58,7 @@ _JSON_KINDS = {
 }
 
 
-def _option_schema(option: "OptionSpec") -> dict[str, Any]:
+def _option_schema(option: OptionSpec) -> dict[str, Any]:
     kinds = {"float": "number", "int": "integer", "bool": "boolean", "str": "string"}
     description = option.help or option.name
     if option.kind == "label":
@@ -80,7 +80,7 @@ def _option_schema(option: "OptionSpec") -> dict[str, Any]:
     return schema
 
 
-def _input_schema(spec: "InputSpec", body: str) -> dict[str, Any]:
+def _input_schema(spec: InputSpec, body: str) -> dict[str, Any]:
     """One typed input in a multipart form (`body="form"`), a JSON body ("json") or the query ("query")."""
     description = spec.help or spec.name
     if spec.is_image:
@@ -108,7 +108,7 @@ def _input_schema(spec: "InputSpec", body: str) -> dict[str, Any]:
     return {"type": "string", "description": f"{description}: JSON {json_schema['description']}"}
 
 
-def predict_openapi(card: "ModelCard") -> dict[str, Any]:
+def predict_openapi(card: ModelCard) -> dict[str, Any]:
     """The request body and query parameters of one model's predict route, for /docs."""
     required = [spec.name for spec in card.inputs if spec.required]
     control = {
@@ -140,7 +140,7 @@ def predict_openapi(card: "ModelCard") -> dict[str, Any]:
     }
 
 
-def build_router(manager: "ModelManager", limits: Limits) -> APIRouter:
+def build_router(manager: ModelManager, limits: Limits) -> APIRouter:
     router = APIRouter(tags=["REST"])
 
     @router.get("/models", summary="The served models with their status, inputs and options")
@@ -185,7 +185,7 @@ def build_router(manager: "ModelManager", limits: Limits) -> APIRouter:
     return router
 
 
-async def _read_fields(card: "ModelCard", request: Request) -> tuple[dict[str, Any], dict[str, bytes], bool]:
+async def _read_fields(card: ModelCard, request: Request) -> tuple[dict[str, Any], dict[str, bytes], bool]:
     """Every field the request carries: (named values from the query and the body, image
     bytes by input name, whether image values in `fields` are base64 text from JSON)."""
     fields: dict[str, Any] = dict(request.query_params.items())
@@ -249,7 +249,7 @@ async def _read_fields(card: "ModelCard", request: Request) -> tuple[dict[str, A
     return fields, files, False
 
 
-def _input_or_error(card: "ModelCard", name: str) -> "InputSpec | None":
+def _input_or_error(card: ModelCard, name: str) -> InputSpec | None:
     return next((spec for spec in card.inputs if spec.name == name), None)
 
 
@@ -263,7 +263,7 @@ def _base64_image(name: str, value: Any) -> bytes:
         raise BadRequest(f"input {name!r}: not valid base64") from None
 
 
-async def _read_request(entry: "ModelEntry", request: Request, limits: Limits, executor: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Any]:
+async def _read_request(entry: ModelEntry, request: Request, limits: Limits, executor: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Any]:
     """(parsed input values, the options the caller set (parsed), control fields, the image to draw on)."""
     from zoo.imageio import ImageDecodeError, decode_image
 
@@ -315,7 +315,7 @@ async def _read_request(entry: "ModelEntry", request: Request, limits: Limits, e
     return values, {key: parsed[key] for key in raw_options}, control, first_image
 
 
-async def _predict(manager: "ModelManager", entry: "ModelEntry", request: Request, limits: Limits) -> Response:
+async def _predict(manager: ModelManager, entry: ModelEntry, request: Request, limits: Limits) -> Response:
     manager.ready_entry(entry.name)
     values, options, control, first_image = await _read_request(entry, request, limits, manager.predict_pool)
     fmt = str(control.get("format", "json")).lower()

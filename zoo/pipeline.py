@@ -9,8 +9,9 @@ TensorRT, CUDA graphs) can replace any of them without the pipeline noticing.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -157,12 +158,12 @@ class Pipeline(abc.ABC):
         """Preprocess a batch of raw inputs, run the graphs, postprocess into result types."""
 
     # -- modules and weights ------------------------------------------------------------
-    def to(self, device: str | torch.device) -> "Pipeline":
+    def to(self, device: str | torch.device) -> Pipeline:
         self.device = torch.device(device)
         self.model.to(self.device)
         return self
 
-    def eval(self) -> "Pipeline":
+    def eval(self) -> Pipeline:
         self.model.eval()
         return self
 

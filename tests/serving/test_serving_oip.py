@@ -9,7 +9,6 @@ import struct
 import numpy as np
 import pytest
 import tritonclient.http as triton
-
 from serving_support import BROKEN, FAKE, FAKE_GRAPH, MAX_BODY, expected_outputs, http
 from tritonclient.utils import InferenceServerException
 
@@ -197,7 +196,7 @@ def test_non_finite_inputs_are_400s(server):
     """NaN/Inf tensor data, in JSON (bare NaN/Infinity tokens) or binary, is refused naming the input."""
     with http(server.url) as h:
         for bad in ("NaN", "Infinity", "-Infinity", "1e39"):  # 1e39 overflows FP32 to inf
-            body = '{"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": [%s%s]}]}' % (bad, ", 0.0" * 191)
+            body = '{"inputs": [{"name": "image", "shape": [1, 3, 8, 8], "datatype": "FP32", "data": [' + bad + ", 0.0" * 191 + "]}]}"
             response = h.post(f"/v2/models/{FAKE_GRAPH}/infer", content=body, headers={"content-type": "application/json"})
             assert response.status_code == 400, (bad, response.text)
             assert "input 'image' holds 1 non-finite value(s)" in response.json()["error"] and "flat index 0" in response.json()["error"]

@@ -28,8 +28,15 @@ in `info`; `encode` / `decode` are the two exported graphs.
 
 from pathlib import Path
 
-from zoo.diffusion.autoencoder import (SD_VAE_PARAMS, AutoencoderConfig, AutoencoderTrainConfig, LatentCodec,
-                                       build_autoencoder_task, load_autoencoder, preset_config)
+from zoo.diffusion.autoencoder import (
+    SD_VAE_PARAMS,
+    AutoencoderConfig,
+    AutoencoderTrainConfig,
+    LatentCodec,
+    build_autoencoder_task,
+    load_autoencoder,
+    preset_config,
+)
 from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
 
 from .convert import convert_state_dict

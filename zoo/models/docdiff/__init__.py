@@ -81,7 +81,8 @@ CARD = ModelCard(
     variants={
         "micro": VariantSpec(preset_config("micro"), description="base width 8, mults 1-2-2-4, all four degradations mixed; 4 sampling steps by default (CPU tests, demo)",
                              demo_weights="micro-demo.safetensors"),
-        **{f"micro-{task}": VariantSpec(preset_config(f"micro-{task}"), description=f"micro size for {text} alone (the paper's one model per task); fine-tuned from the mixed micro demo",
+        **{f"micro-{task}": VariantSpec(preset_config(f"micro-{task}"), description=f"micro size for {text} alone (the paper's one model per task); "
+                                                                                     "fine-tuned from the mixed micro demo",
                                         demo_weights=f"micro-{task}.safetensors")
            for task, text in _TASK_TEXT.items()},
         **{task: VariantSpec(preset_config(task), description=f"paper size (base 32, mults 1-2-3-4, T=100) for {text}",

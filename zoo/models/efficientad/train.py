@@ -230,7 +230,7 @@ class EfficientADTrainable(nn.Module):
         model.teacher.requires_grad_(False)
         model.teacher.eval()
 
-    def train(self, mode: bool = True) -> "EfficientADTrainable":
+    def train(self, mode: bool = True) -> EfficientADTrainable:
         """The teacher stays in eval mode whatever the loop asks (it is frozen)."""
         super().train(mode)
         self.model.teacher.eval()
@@ -439,7 +439,7 @@ class TeacherDistillation(nn.Module):
         self.register_buffer("target_mean", torch.zeros(1, out_channels, 1, 1))
         self.register_buffer("target_std", torch.ones(1, out_channels, 1, 1))
 
-    def train(self, mode: bool = True) -> "TeacherDistillation":
+    def train(self, mode: bool = True) -> TeacherDistillation:
         """The backbone stays in eval mode (frozen batch-norm statistics)."""
         super().train(mode)
         self.backbone.eval()

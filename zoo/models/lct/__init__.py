@@ -25,7 +25,7 @@ from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec,
 from .convert import convert_state_dict
 from .model import ADMUNet, DiT, LCTConfig, build_model, preset_config
 from .pipeline import LatentConsistencyModel, LatentConsistencyPipeline, LatentLCTConfig, sampling_sigmas
-from .train import LatentLCTTrainConfig, LCTTrainConfig, LCTTrainable, build_latent_task
+from .train import LatentLCTTrainConfig, LCTTrainable, LCTTrainConfig, build_latent_task
 
 SHAPES = class_names("shapes")
 # The authors' trainable counts (their DhariwalUNet / DiT built with train_lct.sh's arguments; see

@@ -19,8 +19,8 @@ exact forms follow the authors' code (quandao10/LCT `models/karras_diffusion.py`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import numpy as np
 import torch

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.diffusion.consistency import (ConsistencyParametrisation, adaptive_c, discretisation_steps, ict_c)
+from zoo.diffusion.consistency import ConsistencyParametrisation, adaptive_c, discretisation_steps, ict_c
 from zoo.trainable import TrainConfig, TrainTask
 
 from .loss import LOSSES, consistency_loss

@@ -29,7 +29,8 @@ processed on its own, so a batch gives the same results as one image at a time.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -21,8 +21,8 @@ own random stream keyed by (seed, index), so datasets stay deterministic by inde
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor

@@ -17,8 +17,8 @@ three task token rows are cached after the first call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 

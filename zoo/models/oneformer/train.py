@@ -250,7 +250,7 @@ def evaluate_segmentation(model: nn.Module, panoptic: Any, batch_size: int = 8, 
             found = instance_inference(cls, masks, config.thing_classes, config.num_queries)
             pred_masks = found["masks"].cpu().numpy()
             boxes = np.array([_xyxy(m) for m in pred_masks], dtype=np.float64).reshape(-1, 4)
-            cats = np.array([categories[int(l)]["id"] for l in found["labels"].tolist()], dtype=np.int64)
+            cats = np.array([categories[int(label)]["id"] for label in found["labels"].tolist()], dtype=np.int64)
             detections += detections_to_coco(image_id, boxes, found["scores"].cpu().numpy(), cats, pred_masks)
     model.train(was_training)
     panoptic_stats = pq.compute()

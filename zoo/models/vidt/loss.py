@@ -32,7 +32,8 @@ is a real class) we do the same, so channel 0 reads "any object" (class-0 pixels
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

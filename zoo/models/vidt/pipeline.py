@@ -26,7 +26,8 @@ detector", arXiv 1912.05992), with IoU = sigmoid(IoU logit).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -203,31 +203,41 @@ def parse_infer_request(document: dict[str, Any], binary: bytes, endpoint: Graph
         raise BadRequest(f"model {name!r}: missing input(s) {', '.join(missing)}")
 
     binary_default = bool(parameters.get("binary_data_output", False))
-    outputs = None
-    if document.get("outputs") is not None:
-        raw_outputs = document["outputs"]
-        if not isinstance(raw_outputs, list):
-            raise BadRequest(f"model {name!r}: 'outputs' must be a list")
-        known = [t.name for t in spec.outputs]
-        outputs = []
-        for raw in raw_outputs:
-            if not isinstance(raw, dict) or raw.get("name") not in known:
-                got = raw.get("name") if isinstance(raw, dict) else raw
-                raise BadRequest(f"model {name!r} has no output {got!r}; outputs: {', '.join(known)}")
-            params = _as_dict(raw.get("parameters"), f"parameters of output {raw['name']!r}")
-            if params.get("classification"):
-                raise BadRequest(f"model {name!r}: the classification extension is not supported")
-            if params.get("shared_memory_region") is not None:
-                raise BadRequest(f"model {name!r}: shared-memory outputs are not supported by this server")
-            outputs.append(RequestedOutput(raw["name"], bool(params.get("binary_data", binary_default))))
-    timeout_s = None
-    if parameters.get("timeout") is not None:  # tritonclient's `timeout=` in microseconds
-        try:
-            timeout_s = max(1e-3, float(parameters["timeout"]) / 1e6)
-        except (TypeError, ValueError):
-            raise BadRequest(f"model {name!r}: parameters.timeout must be microseconds, got {parameters['timeout']!r}") from None
+    outputs = requested_outputs(document, name, [t.name for t in spec.outputs], binary_default)
+    timeout_s = request_timeout(parameters, name)
     request_id = document.get("id")
     return InferRequest(str(request_id) if request_id is not None else None, arrays, outputs, binary_default, timeout_s)
+
+
+def requested_outputs(document: dict[str, Any], name: str, known: list[str], binary_default: bool) -> list[RequestedOutput] | None:
+    """The request's `outputs` (None: all), each checked against the model's output names."""
+    if document.get("outputs") is None:
+        return None
+    raw_outputs = document["outputs"]
+    if not isinstance(raw_outputs, list):
+        raise BadRequest(f"model {name!r}: 'outputs' must be a list")
+    outputs = []
+    for raw in raw_outputs:
+        if not isinstance(raw, dict) or raw.get("name") not in known:
+            got = raw.get("name") if isinstance(raw, dict) else raw
+            raise BadRequest(f"model {name!r} has no output {got!r}; outputs: {', '.join(known)}")
+        params = _as_dict(raw.get("parameters"), f"parameters of output {raw['name']!r}")
+        if params.get("classification"):
+            raise BadRequest(f"model {name!r}: the classification extension is not supported")
+        if params.get("shared_memory_region") is not None:
+            raise BadRequest(f"model {name!r}: shared-memory outputs are not supported by this server")
+        outputs.append(RequestedOutput(raw["name"], bool(params.get("binary_data", binary_default))))
+    return outputs
+
+
+def request_timeout(parameters: dict[str, Any], name: str) -> float | None:
+    """tritonclient's `timeout=` parameter (microseconds) in seconds, or None."""
+    if parameters.get("timeout") is None:
+        return None
+    try:
+        return max(1e-3, float(parameters["timeout"]) / 1e6)
+    except (TypeError, ValueError):
+        raise BadRequest(f"model {name!r}: parameters.timeout must be microseconds, got {parameters['timeout']!r}") from None
 
 
 def _check_shape(shape: Any, tensor_spec: TensorSpec, endpoint: GraphEndpoint, sizes: dict[str, int]) -> list[int]:

@@ -44,7 +44,7 @@ from PIL import Image
 
 from serving.errors import BadRequest, PayloadTooLarge, ServingError
 from serving.limits import Limits
-from serving.oip import MODEL_VERSION, TRITON_TO_NUMPY, RequestedOutput, _as_dict, _json_tensor, json_safe
+from serving.oip import MODEL_VERSION, TRITON_TO_NUMPY, RequestedOutput, _as_dict, _json_tensor, json_safe, request_timeout, requested_outputs
 from zoo.results import RESULT_TYPES, include_kwargs, json_includes
 
 if TYPE_CHECKING:
@@ -176,27 +176,8 @@ def parse_pipeline_request(document: dict[str, Any], binary: bytes, card: ModelC
             options[key] = value
 
     binary_default = bool(parameters.get("binary_data_output", False))
-    outputs = None
-    if document.get("outputs") is not None:
-        raw_outputs = document["outputs"]
-        if not isinstance(raw_outputs, list):
-            raise BadRequest(f"model {name!r}: 'outputs' must be a list")
-        names = [o["name"] for o in output_tensors(card)]
-        outputs = []
-        for raw in raw_outputs:
-            if not isinstance(raw, dict) or raw.get("name") not in names:
-                got = raw.get("name") if isinstance(raw, dict) else raw
-                raise BadRequest(f"model {name!r} has no output {got!r}; outputs: {', '.join(names)}")
-            params = _as_dict(raw.get("parameters"), f"parameters of output {raw['name']!r}")
-            if params.get("classification") or params.get("shared_memory_region") is not None:
-                raise BadRequest(f"model {name!r}: output {raw['name']!r} asks for an extension this server does not support")
-            outputs.append(RequestedOutput(raw["name"], bool(params.get("binary_data", binary_default))))
-    timeout_s = None
-    if parameters.get("timeout") is not None:  # tritonclient's `timeout=` in microseconds
-        try:
-            timeout_s = max(1e-3, float(parameters["timeout"]) / 1e6)
-        except (TypeError, ValueError):
-            raise BadRequest(f"model {name!r}: parameters.timeout must be microseconds, got {parameters['timeout']!r}") from None
+    outputs = requested_outputs(document, name, [o["name"] for o in output_tensors(card)], binary_default)
+    timeout_s = request_timeout(parameters, name)
     request_id = document.get("id")
     return PipelineRequest(str(request_id) if request_id is not None else None, inputs, options, outputs, binary_default, timeout_s, include)
 

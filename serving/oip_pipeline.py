@@ -44,7 +44,16 @@ from PIL import Image
 
 from serving.errors import BadRequest, PayloadTooLarge, ServingError
 from serving.limits import Limits
-from serving.oip import MODEL_VERSION, TRITON_TO_NUMPY, RequestedOutput, _as_dict, _json_tensor, json_safe, request_timeout, requested_outputs
+from serving.oip import (
+    MODEL_VERSION,
+    TRITON_TO_NUMPY,
+    RequestedOutput,
+    _as_dict,
+    _json_tensor,
+    json_safe,
+    request_timeout,
+    requested_outputs,
+)
 from zoo.results import RESULT_TYPES, include_kwargs, json_includes
 
 if TYPE_CHECKING:

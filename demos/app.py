@@ -3,11 +3,12 @@
 Each tab shows the card (paper, task, summary), one input widget per typed card input, by
 its kind (an image upload for "image", a grayscale image for "mask", a text box for "text",
 a JSON text box for "boxes"/"polygons"), one widget per option (a slider where the range is
-known, else a number box that stays empty while the option is unset; a checkbox; a dropdown
-for choices and class labels), the bundled example inputs, and the result drawn
-(`result.draw(image)`, served as PNG so pixels compare exactly) beside its JSON. A generator
-(no inputs) shows its options and the grid of generated images. A model that lands in the
-registry later gets its tab without editing this file.
+known, else a number box; a text box with a placeholder while the option has no default, as
+the browser's number box would send 0; a checkbox; a dropdown for choices and class labels),
+the bundled example inputs, and the result drawn (`result.draw(image)`, served as PNG so
+pixels compare exactly) beside its JSON. A generator (no inputs) shows its options and the
+grid of generated images. A model that lands in the registry later gets its tab without
+editing this file.
 
     demo = build_demo()                      # every registered model, loaded on first use
     demo.launch(server_name="127.0.0.1")     # or: zoo demo; zoo serve mounts it at /demo
@@ -130,9 +131,13 @@ def _option_widget(option: "OptionSpec") -> "gr.components.Component":
         step = 1 if option.kind == "int" else 0.01
         if option.minimum is not None and option.maximum is not None and option.default is not None:
             return gr.Slider(minimum=option.minimum, maximum=option.maximum, value=option.default, step=step, label=label, info=info)
-        # An unset default stays empty (a placeholder, not a 0 the model would take for a value).
+        if option.default is None:
+            # An unset default stays empty: a text box with a placeholder (the card parses what is
+            # typed). The browser's number box turns empty into 0, which the model would take
+            # for a value (EfficientAD's threshold 0 flagged every image).
+            return gr.Textbox(value="", label=label, info=info, placeholder=UNSET)
         return gr.Number(value=option.default, label=label, info=info, precision=0 if option.kind == "int" else None,
-                         minimum=option.minimum, maximum=option.maximum, placeholder=UNSET if option.default is None else None)
+                         minimum=option.minimum, maximum=option.maximum)
     return gr.Textbox(value=option.default or "", label=label, info=info, placeholder=UNSET if option.default is None else None)
 
 

@@ -174,7 +174,7 @@ class Browser:
                 pass
         shutil.rmtree(self._profile, ignore_errors=True)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *_: Any) -> None:
@@ -189,8 +189,15 @@ def open_tab(page: Browser, demo_url: str, tab: str) -> None:
     index = page.evaluate(f"[...document.querySelectorAll('button[role=tab]')].findIndex(b => b.textContent.trim() === {json.dumps(tab)})")
     if index is None or index < 0:
         raise BrowserError(f"no tab {tab!r}")
-    page.click("button[role=tab]", index)
-    page.wait_for(f"[...document.querySelectorAll('button[role=tab]')][{index}].getAttribute('aria-selected') === 'true'")
+    selected = f"[...document.querySelectorAll('button[role=tab]')][{index}].getAttribute('aria-selected') === 'true'"
+    for _ in range(5):  # a click while the page still hydrates can be lost: click again
+        page.click("button[role=tab]", index)
+        try:
+            page.wait_for(selected, timeout_s=5)
+            return
+        except BrowserError:
+            continue
+    raise BrowserError(f"tab {tab!r} did not open")
 
 
 VISIBLE = "(e => !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length))"

@@ -5,16 +5,16 @@ way the page asks for it and in a real headless chromium (tests/demos/demo_brows
 from __future__ import annotations
 
 import io
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
+import demo_browser as chromium
 import httpx
 import pytest
 from PIL import Image
 from serving_support import FAKE, live
 
 from demos.app import build_demo
-
-import demo_browser as chromium
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,9 @@ def test_example_click_in_chromium_shows_the_image_and_runs(server):
         chromium.run_first_example(page, timeout_s=60)  # clicks it again, then Run: the result is drawn
         result = page.evaluate(f"[...document.querySelectorAll('img')].filter({chromium.VISIBLE}).filter(i => i.src.includes('.png') && !i.src.includes('coins')).map(i => [i.src, i.naturalWidth])")
         assert result and all(width > 0 for _, width in result), result
+        assert any(width == 384 for _, width in result), result  # coins, 384 px wide: drawn at its size (512 // 384 = 1)
+        # the threshold box was left empty: the browser sent no threshold (a number box sends 0,
+        # which flagged every image as anomalous)
+        shown = page.wait_for("document.body.innerText.includes('map_mean') && document.body.innerText")
+        assert "score" in shown
+        assert "is_anomalous" not in shown and "threshold\": 0" not in shown

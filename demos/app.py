@@ -6,7 +6,9 @@ a JSON text box for "boxes"/"polygons"), one widget per option (a slider where t
 known, else a number box; a text box with a placeholder while the option has no default, as
 the browser's number box would send 0; a checkbox; a dropdown for choices and class labels),
 the bundled example inputs, and the result drawn (`result.draw(image)`, served as PNG so
-pixels compare exactly) beside its JSON. A generator (no inputs) shows its options and the
+pixels compare exactly; a small drawing at a whole multiple of its size, up to 512 px, where
+the result type's draw takes `scale`, with its legend where it takes `legend`) beside its
+JSON. A generator (no inputs) shows its options and the
 grid of generated images. A model that lands in the registry later gets its tab without
 editing this file.
 
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 
 PipelineGetter = Callable[[str], "Pipeline"]
 UNSET = "empty: the model's default"
+DISPLAY_SIDE = 512  # a small drawing is shown at a whole multiple of its size, up to this many px
 _JSON_HINTS = {"boxes": "[[x0, y0, x1, y1], ...] in pixels", "polygons": "[[[x, y], [x, y], [x, y], ...], ...] in pixels"}
 
 
@@ -251,12 +254,28 @@ def _runner(card: "ModelCard", getter: PipelineGetter) -> Callable[..., tuple[An
         except Exception as err:
             log.exception("demo: %s failed", card.name)
             raise gr.Error(f"{card.name} failed: {type(err).__name__}: {getattr(err, 'message', err)}") from None
-        return result.draw(first_image), result.to_json()
+        return _picture(result, first_image), result.to_json()
 
     # Named parameters (image, threshold, ...) so gradio_client callers can pass keywords.
     names = [re.sub(r"\W", "_", f.name) for f in (*card.inputs, *card.options)]
     run.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])  # type: ignore[attr-defined]
     return run
+
+
+def _picture(result: Any, image: Any) -> Any:
+    """What the result panel shows: `draw`, a small drawing (input, map or generated grid) at a whole multiple of its size,
+    up to DISPLAY_SIDE px, and with its legend, where the result type's `draw` takes `scale`
+    and `legend`."""
+    accepted = inspect.signature(result.draw).parameters
+    drawn = result.draw(image)
+    options: dict[str, Any] = {}
+    if "scale" in accepted:  # by the size drawn at scale 1: the input's, a map's, a generated grid's
+        options["scale"] = max(1, min(8, DISPLAY_SIDE // max(drawn.size)))
+    if "legend" in accepted:
+        options["legend"] = True
+    if options.get("scale", 1) == 1 and not options.get("legend"):
+        return drawn
+    return result.draw(image, **options)
 
 
 def launch_demo(host: str = "127.0.0.1", port: int = 7860, models: str | Sequence[str] | None = None, api_key: str | None = None,

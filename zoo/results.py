@@ -8,6 +8,7 @@ over the input image with `draw(image) -> PIL.Image`.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import math
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 PALETTE = np.array(
     [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
@@ -119,9 +120,11 @@ class AnomalyResult:
                 raise ValueError(f"map_format must be png16 or array, got {map_format!r}")
         return out
 
-    def draw(self, image: Any, vmax: float | None = None) -> Image.Image:
+    def draw(self, image: Any, vmax: float | None = None, scale: int = 1) -> Image.Image:
         """Heatmap overlay: the map scaled to [0, vmax], 50% over the image. vmax defaults to
-        twice the threshold (so the threshold sits mid-scale), else to the map's own maximum."""
+        twice the threshold (so the threshold sits mid-scale), else to the map's own maximum.
+        scale: the overlay at that whole multiple of the map's size (nearest)."""
+        scale = _check_scale(scale)
         base = _as_pil(image).resize((self.map.shape[1], self.map.shape[0]))
         if vmax is None:
             vmax = 2 * self.threshold if self.threshold else float(self.map.max())
@@ -134,12 +137,89 @@ class AnomalyResult:
             array = np.asarray(out).copy()
             array[edge] = (255, 255, 255)
             out = Image.fromarray(array)
-        return out
+        return _upscale(out, scale)
 
 
 def _erode(mask: np.ndarray) -> np.ndarray:
     padded = np.pad(mask, 1, constant_values=False)
     return padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+
+
+# -- drawing helpers: labels that stay legible on small images, legends -----------------------
+@functools.lru_cache(maxsize=16)
+def label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """A bold sans font `size` px high: DejaVu (Debian's fonts-dejavu-core) where installed, else Pillow's own."""
+    try:
+        return ImageFont.truetype("DejaVuSans-Bold.ttf", size)
+    except OSError:
+        return ImageFont.load_default(size)
+
+
+def _check_scale(scale: int) -> int:
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 1:
+        raise ValueError(f"scale must be a whole number >= 1, got {scale!r}")
+    return int(scale)
+
+
+def _upscale(image: Image.Image, scale: int) -> Image.Image:
+    """`scale` times larger, pixels kept sharp (nearest), so what is drawn on it next is crisp."""
+    return image if scale == 1 else image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+
+
+def label_text_size(width: int, height: int) -> int:
+    """Label text height in px on a drawing of this size: 1/24 of its shorter side, kept
+    within 10..28 px (readable on a 128-px image, not shouting on a large one)."""
+    return int(min(28, max(10, round(min(width, height) / 24))))
+
+
+def _contrast(colour: Any) -> tuple[int, int, int]:
+    """Black or white, whichever reads better on `colour` (Rec. 601 luma)."""
+    r, g, b = (int(c) for c in colour[:3])
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+
+
+def _text_box(font: Any, text: str) -> tuple[int, int, int, int]:
+    """(left, top, width, height) of `text` as `font` draws it at the origin."""
+    left, top, right, bottom = font.getbbox(text)
+    return left, top, right - left, bottom - top
+
+
+def draw_label(pen: ImageDraw.ImageDraw, x: float, y: float, text: str, colour: Any, size: int) -> None:
+    """`text` on a filled tag of `colour` with a dark rim, in black or white for contrast: its
+    bottom-left at (x, y) (just above a box's corner) when there is room, else just below
+    y; always kept inside the image."""
+    font = label_font(size)
+    left, top, width, height = _text_box(font, text)
+    pad = max(1, size // 6)
+    tag_w, tag_h = width + 2 * pad, height + 2 * pad
+    image_w, image_h = pen.im.size
+    tx = int(min(max(0, x), max(0, image_w - tag_w)))
+    ty = int(y - tag_h if y - tag_h >= 0 else min(y, max(0, image_h - tag_h)))
+    fill = tuple(int(c) for c in colour[:3])
+    pen.rectangle([tx, ty, tx + tag_w - 1, ty + tag_h - 1], fill=fill, outline=(32, 32, 32))
+    pen.text((tx + pad - left, ty + pad - top), text, fill=_contrast(fill), font=font)
+
+
+def draw_legend(entries: list[tuple[Any, str]], width: int, size: int) -> Image.Image:
+    """A white panel `width` px wide listing (colour, name) entries as swatch + name, left to
+    right, wrapping onto as many lines as they need."""
+    font = label_font(size)
+    pad = max(2, size // 3)
+    row_h = size + 2 * pad
+    items = [(colour, name, size + pad + _text_box(font, name)[2] + 2 * pad) for colour, name in entries]
+    places, x, y = [], pad, pad
+    for _, _, item_w in items:
+        if x > pad and x + item_w > width:
+            x, y = pad, y + row_h
+        places.append((x, y))
+        x += item_w
+    panel = Image.new("RGB", (max(width, max(item_w for *_, item_w in items) + 2 * pad), y + row_h + pad), (255, 255, 255))
+    pen = ImageDraw.Draw(panel)
+    for (colour, name, _), (x, y) in zip(items, places):
+        pen.rectangle([x, y + pad, x + size - 1, y + pad + size - 1], fill=tuple(int(c) for c in colour[:3]), outline=(32, 32, 32))
+        left, top, _, text_h = _text_box(font, name)
+        pen.text((x + size + pad - left, y + pad + (size - text_h) // 2 - top), name, fill=(0, 0, 0), font=font)
+    return panel
 
 
 @dataclass
@@ -205,19 +285,23 @@ class Generation:
             out["images_png_base64"] = [png_base64(im) for im in self.images]
         return out
 
-    def draw(self, image: Any = None, columns: int | None = None) -> Image.Image:
+    def draw(self, image: Any = None, columns: int | None = None, scale: int = 1) -> Image.Image:
         """The images in a grid (`columns` wide, near-square by default), each cell as large
-        as the largest image; `image` is ignored (nothing was generated from it)."""
+        as the largest image; `image` is ignored (nothing was generated from it). scale: each
+        image at that whole multiple of its size (nearest; the demo shows 32-px samples so),
+        the cells then 2 px apart; at 1 the grid holds the images' own pixels."""
+        scale = _check_scale(scale)
         if not self.images:
             return Image.new("RGB", (1, 1))
         count = len(self.images)
         columns = max(1, min(count, columns or math.ceil(math.sqrt(count))))
         rows = math.ceil(count / columns)
-        cell_h = max(im.shape[0] for im in self.images)
-        cell_w = max(im.shape[1] for im in self.images)
-        canvas = Image.new("RGB", (columns * cell_w, rows * cell_h))
+        cell_h = max(im.shape[0] for im in self.images) * scale
+        cell_w = max(im.shape[1] for im in self.images) * scale
+        gap = 2 if scale > 1 and count > 1 else 0
+        canvas = Image.new("RGB", (columns * (cell_w + gap) - gap, rows * (cell_h + gap) - gap), (255, 255, 255) if gap else (0, 0, 0))
         for index, array in enumerate(self.images):
-            canvas.paste(Image.fromarray(array), ((index % columns) * cell_w, (index // columns) * cell_h))
+            canvas.paste(_upscale(Image.fromarray(array), scale), ((index % columns) * (cell_w + gap), (index // columns) * (cell_h + gap)))
         return canvas
 
     def save(self, path: str | Path) -> list[Path]:
@@ -270,19 +354,31 @@ class Detections:
                 detection["mask"] = mask_rle(mask)
         return {"type": "detections", "detections": detections}
 
-    def draw(self, image: Any) -> Image.Image:
-        out = _as_pil(image)
+    def draw(self, image: Any, scale: int = 1) -> Image.Image:
+        """Masks tinted, boxes outlined in their class colour, each tagged "name score" on a
+        filled label sized to the drawing (`label_text_size`). scale: draw at that whole
+        multiple of the image's size (nearest), so labels on a small image stay readable."""
+        scale = _check_scale(scale)
+        out = _upscale(_as_pil(image), scale)
         if self.masks is not None and len(self.masks):
             array = np.asarray(out, dtype=np.float32)
             for i, mask in enumerate(self.masks):
                 colour = PALETTE[int(self.labels[i]) % len(PALETTE)]
-                array[mask.astype(bool)] = 0.5 * array[mask.astype(bool)] + 0.5 * colour
+                region = np.asarray(mask, dtype=bool)
+                if scale > 1:
+                    region = region.repeat(scale, axis=0).repeat(scale, axis=1)
+                array[region] = 0.5 * array[region] + 0.5 * colour
             out = Image.fromarray(array.astype(np.uint8))
         pen = ImageDraw.Draw(out)
-        for box, score, label in zip(self.boxes, self.scores, self.labels):
+        size = label_text_size(out.width, out.height)
+        width = max(2, size // 6)
+        for box, label in zip(self.boxes, self.labels):
             colour = tuple(int(c) for c in PALETTE[int(label) % len(PALETTE)])
-            pen.rectangle([float(v) for v in box], outline=colour, width=2)
-            pen.text((float(box[0]) + 2, float(box[1]) + 1), f"{self.label_name(int(label))} {score:.2f}", fill=colour)
+            x0, y0, x1, y1 = (float(v) * scale for v in box)
+            pen.rectangle([x0, y0, max(x0, x1), max(y0, y1)], outline=colour, width=width)
+        for i in np.argsort(self.scores, kind="stable"):  # tags over every box, the best one on top
+            box, label = self.boxes[i], int(self.labels[i])
+            draw_label(pen, float(box[0]) * scale, float(box[1]) * scale, f"{self.label_name(label)} {self.scores[i]:.2f}", PALETTE[label % len(PALETTE)], size)
         return out
 
 
@@ -322,11 +418,40 @@ class Segmentation:
             out["segment_map"] = self.segment_map.tolist()
         return out
 
-    def draw(self, image: Any) -> Image.Image:
+    def draw(self, image: Any, scale: int = 1, legend: bool = False) -> Image.Image:
+        """Each segment tinted in its colour (PALETTE by segment id; semantic ids are class
+        ids), at the map's size times `scale` (nearest). legend: a panel underneath naming
+        each colour's class (`legend_entries`)."""
+        scale = _check_scale(scale)
         base = np.asarray(_as_pil(image).resize(self.segment_map.shape[::-1]), dtype=np.float32)
         colours = PALETTE[np.mod(self.segment_map, len(PALETTE))].astype(np.float32)
         valid = (self.segment_map >= 0)[..., None]
-        return Image.fromarray(np.where(valid, 0.5 * base + 0.5 * colours, base).astype(np.uint8))
+        out = _upscale(Image.fromarray(np.where(valid, 0.5 * base + 0.5 * colours, base).astype(np.uint8)), scale)
+        entries = self.legend_entries() if legend else []
+        if not entries:
+            return out
+        panel = draw_legend(entries, out.width, label_text_size(out.width, out.height))
+        canvas = Image.new("RGB", (max(out.width, panel.width), out.height + panel.height), (255, 255, 255))
+        canvas.paste(out, (0, 0))
+        canvas.paste(panel, (0, out.height))
+        return canvas
+
+    def legend_entries(self) -> list[tuple[np.ndarray, str]]:
+        """(colour, name) per segment present in the map, in id order: the class name (a
+        number where the class names are unknown), numbered where a class has several segments."""
+        present = np.unique(self.segment_map[self.segment_map >= 0])
+        labels = {int(s["id"]): int(s.get("label", s["id"])) for s in self.segments if "id" in s}
+        names = []
+        for seg_id in present.tolist():
+            label = labels.get(seg_id, seg_id if self.kind == "semantic" else -1)
+            known = self.class_names is not None and 0 <= label < len(self.class_names)
+            names.append(self.class_names[label] if known else (f"class {label}" if label >= 0 else f"segment {seg_id}"))
+        counts: dict[str, int] = {}
+        numbered = []
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+            numbered.append(f"{name} {counts[name]}" if names.count(name) > 1 else name)
+        return [(PALETTE[seg_id % len(PALETTE)], name) for seg_id, name in zip(present.tolist(), numbered)]
 
 
 @dataclass
@@ -349,16 +474,26 @@ class Grounding:
             out["polygon"] = np.asarray(self.polygon).round(2).tolist()
         return out
 
-    def draw(self, image: Any) -> Image.Image:
-        out = _as_pil(image)
+    def draw(self, image: Any, scale: int = 1) -> Image.Image:
+        """Mask tinted, box and polygon outlined, the expression as a tag on the box.
+        scale: draw at that whole multiple of the image's size (nearest)."""
+        scale = _check_scale(scale)
+        out = _upscale(_as_pil(image), scale)
         if self.mask is not None:
+            region = np.asarray(self.mask, dtype=bool)
+            if scale > 1:
+                region = region.repeat(scale, axis=0).repeat(scale, axis=1)
             array = np.asarray(out, dtype=np.float32)
-            array[self.mask.astype(bool)] = 0.5 * array[self.mask.astype(bool)] + 0.5 * PALETTE[3]
+            array[region] = 0.5 * array[region] + 0.5 * PALETTE[3]
             out = Image.fromarray(array.astype(np.uint8))
         pen = ImageDraw.Draw(out)
-        pen.rectangle([float(v) for v in self.box], outline=(230, 25, 75), width=2)
+        size = label_text_size(out.width, out.height)
+        x0, y0, x1, y1 = (float(v) * scale for v in self.box)
+        pen.rectangle([x0, y0, max(x0, x1), max(y0, y1)], outline=(230, 25, 75), width=max(2, size // 6))
         if self.polygon is not None and len(self.polygon) > 2:
-            pen.polygon([tuple(map(float, p)) for p in self.polygon], outline=(255, 225, 25))
+            pen.polygon([(float(p[0]) * scale, float(p[1]) * scale) for p in self.polygon], outline=(255, 225, 25))
+        if self.expression:
+            draw_label(pen, x0, y0, self.expression, (230, 25, 75), size)
         return out
 
 
@@ -400,6 +535,7 @@ class Boxes3D:
 
 
 RESULT_TYPES = {cls.__name__: cls for cls in (AnomalyResult, ImageResult, Generation, Detections, Segmentation, Grounding, Boxes3D)}
+
 
 def json_includes(result_type: str) -> tuple[str, ...]:
     """What a result type's `to_json` adds on request: X for each `include_X=False` keyword

@@ -68,7 +68,8 @@ def test_generator_tab_shows_the_generated_image(demo_url):
     client = gradio_client.Client(demo_url, verbose=False)
     drawn, document = client.predict(3, 3, "triangle", 1.0, False, api_name="/" + api_name(GENERATOR))
     assert document["type"] == "generation" and document["seeds"] == [3] and document["info"]["class_name"] == "triangle"
-    assert np.array_equal(np.asarray(Image.open(drawn).convert("RGB")), toy_generate(3, 3, 2))
+    sample = toy_generate(3, 3, 2)  # 8 px: shown x8, pixels kept (nearest)
+    assert np.array_equal(np.asarray(Image.open(drawn).convert("RGB")), sample.repeat(8, 0).repeat(8, 1))
     # an unset seed (empty number box) is the card's default, not 0 by accident of the widget
     _, default = client.predict(None, 2, "square", 1.0, True, api_name="/" + api_name(GENERATOR))
     assert default["seeds"] == [0]

@@ -5,12 +5,13 @@ its kind (an image upload for "image", a grayscale image for "mask", a text box 
 a JSON text box for "boxes"/"polygons"), one widget per option (a slider where the range is
 known, else a number box; a text box with a placeholder while the option has no default, as
 the browser's number box would send 0; a checkbox; a dropdown for choices and class labels),
-the bundled example inputs, and the result drawn (`result.draw(image)`, served as PNG so
-pixels compare exactly; a small drawing at a whole multiple of its size, up to 512 px, where
-the result type's draw takes `scale`, with its legend where it takes `legend`) beside its
-JSON. A generator (no inputs) shows its options and the
-grid of generated images. A model that lands in the registry later gets its tab without
-editing this file.
+the bundled example inputs, and the result beside its JSON (base64 fields replaced by a
+note): drawn (`result.draw(image)`, served as PNG so pixels compare exactly; a small drawing
+at a whole multiple of its size, up to 512 px, where the result type's draw takes `scale`,
+with its legend where it takes `legend`), or for image results (ImageResult) one sheet of
+the input and each output, each captioned (`captioned_sheet`). A generator (no inputs) shows
+its options and the grid of generated images. A model that lands in the registry later gets
+its tab without editing this file.
 
     demo = build_demo()                      # every registered model, loaded on first use
     demo.launch(server_name="127.0.0.1")     # or: zoo demo; zoo serve mounts it at /demo
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 PipelineGetter = Callable[[str], "Pipeline"]
 UNSET = "empty: the model's default"
 DISPLAY_SIDE = 512  # a small drawing is shown at a whole multiple of its size, up to this many px
+IMAGE_RESULTS = ("ImageResult",)  # result types whose outputs are images: shown with the input in one captioned sheet
 _JSON_HINTS = {"boxes": "[[x0, y0, x1, y1], ...] in pixels", "polygons": "[[[x, y], [x, y], [x, y], ...], ...] in pixels"}
 
 
@@ -104,7 +106,8 @@ def build_demo(models: str | Sequence[str] | None = None, get_pipeline: Pipeline
             raise ValueError(str(err.args[0])) from None
     getter = get_pipeline or PipelineCache({name: variant for name, variant in specs}, random_weights=random_weights)
     with gr.Blocks(title=title) as demo:
-        gr.Markdown(f"# {title}\nOne tab per model. Results are drawn over the input; the JSON is what the REST API returns.")
+        gr.Markdown(f"# {title}\nOne tab per model. Results are drawn over the input; the JSON is what the REST API returns "
+                    "(images shown as pictures, not base64).")
         with gr.Tabs():
             for card in cards:
                 with gr.Tab(card.name, id=card.name):
@@ -206,7 +209,8 @@ def _model_tab(card: "ModelCard", getter: PipelineGetter) -> None:
             options = [_option_widget(option) for option in card.options]
             button = gr.Button("Run", variant="primary")
         with gr.Column():
-            drawn = gr.Image(type="pil", format="png", label="generated" if card.is_generator else "result", interactive=False)
+            label = "generated" if card.is_generator else "input and result" if card.result_type in IMAGE_RESULTS else "result"
+            drawn = gr.Image(type="pil", format="png", label=label, interactive=False)
             as_json = gr.JSON(label="result JSON")
     rows = _example_rows(card)
     if rows:
@@ -254,7 +258,7 @@ def _runner(card: "ModelCard", getter: PipelineGetter) -> Callable[..., tuple[An
         except Exception as err:
             log.exception("demo: %s failed", card.name)
             raise gr.Error(f"{card.name} failed: {type(err).__name__}: {getattr(err, 'message', err)}") from None
-        return _picture(result, first_image), result.to_json()
+        return _picture(result, first_image), panel_json(result.to_json())
 
     # Named parameters (image, threshold, ...) so gradio_client callers can pass keywords.
     names = [re.sub(r"\W", "_", f.name) for f in (*card.inputs, *card.options)]
@@ -263,9 +267,13 @@ def _runner(card: "ModelCard", getter: PipelineGetter) -> Callable[..., tuple[An
 
 
 def _picture(result: Any, image: Any) -> Any:
-    """What the result panel shows: `draw`, a small drawing (input, map or generated grid) at a whole multiple of its size,
+    """What the result panel shows. Image results (ImageResult): the input and each output,
+    captioned with the result's info["images"] names (`captioned_sheet`). Anything else:
+    `draw`, a small drawing (input, map or generated grid) at a whole multiple of its size,
     up to DISPLAY_SIDE px, and with its legend, where the result type's `draw` takes `scale`
     and `legend`."""
+    if type(result).__name__ in IMAGE_RESULTS:
+        return captioned_sheet(_captioned_images(result, image))[0]
     accepted = inspect.signature(result.draw).parameters
     drawn = result.draw(image)
     options: dict[str, Any] = {}
@@ -276,6 +284,72 @@ def _picture(result: Any, image: Any) -> Any:
     if options.get("scale", 1) == 1 and not options.get("legend"):
         return drawn
     return result.draw(image, **options)
+
+
+def _captioned_images(result: Any, image: Any) -> list[tuple[Any, str]]:
+    """[(picture, caption)]: the input first (when there is one), then each output image."""
+    from PIL import Image
+
+    outputs = [Image.fromarray(array) for array in result.images]
+    names = result.info.get("images") if isinstance(result.info, dict) else None
+    if not (isinstance(names, (list, tuple)) and len(names) == len(outputs) and all(isinstance(n, str) for n in names)):
+        names = ["result"] if len(outputs) == 1 else [f"result {i + 1}" for i in range(len(outputs))]
+    shown = [(image.convert("RGB"), "input")] if image is not None else []
+    return shown + list(zip(outputs, names))
+
+
+def captioned_sheet(items: list[tuple[Any, str]], gap: int = 6) -> tuple[Any, list[tuple[int, int, int, int]]]:
+    """Pictures with a caption under each, in one sheet: side by side, or one under another
+    when they are wide (a document page reads better full width); small pictures at a whole
+    multiple of their size (nearest, up to DISPLAY_SIDE px). Returns the sheet and each
+    picture's (left, top, right, bottom) in it."""
+    from PIL import Image, ImageDraw
+
+    from zoo.results import label_font, label_text_size
+
+    cell_w = max(picture.width for picture, _ in items)
+    cell_h = max(picture.height for picture, _ in items)
+    scale = max(1, min(8, DISPLAY_SIDE // max(cell_w, cell_h)))
+    cell_w, cell_h = cell_w * scale, cell_h * scale
+    stacked = cell_w >= 1.5 * cell_h
+    size = label_text_size(max(cell_w, cell_h), max(cell_w, cell_h))  # by the longer side: a page's caption reads too
+    font = label_font(size)
+    caption_h = size + 2 * max(2, size // 3)
+    step_x, step_y = (0, cell_h + caption_h + gap) if stacked else (cell_w + gap, 0)
+    count = len(items)
+    sheet = Image.new("RGB", (cell_w + step_x * (count - 1), cell_h + caption_h + step_y * (count - 1)), (255, 255, 255))
+    pen = ImageDraw.Draw(sheet)
+    boxes = []
+    for index, (picture, caption) in enumerate(items):
+        x, y = index * step_x, index * step_y
+        shown = picture.convert("RGB")
+        if scale > 1:
+            shown = shown.resize((shown.width * scale, shown.height * scale), Image.NEAREST)
+        sheet.paste(shown, (x, y))
+        boxes.append((x, y, x + shown.width, y + shown.height))
+        # the caption under the picture (Gradio's label and buttons sit over the image's top corners)
+        pen.rectangle([x, y + cell_h, x + cell_w - 1, y + cell_h + caption_h - 1], fill=(235, 235, 235))
+        left, top, right, bottom = font.getbbox(caption)
+        pen.text((x + (cell_w - (right - left)) // 2 - left, y + cell_h + (caption_h - (bottom - top)) // 2 - top), caption, fill=(0, 0, 0), font=font)
+    return sheet, boxes
+
+
+def panel_json(document: Any) -> Any:
+    """The result's JSON for the panel: base64 fields (images, maps) replaced by a note; the
+    pictures are shown beside it and the REST API returns them."""
+    if isinstance(document, dict):
+        return {key: (_base64_note(value) if "base64" in key else panel_json(value)) for key, value in document.items()}
+    if isinstance(document, list):
+        return [panel_json(value) for value in document]
+    return document
+
+
+def _base64_note(value: Any) -> Any:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return f"{len(value)} PNG image(s), base64 in the REST answer; shown as pictures here"
+    if isinstance(value, str):
+        return f"base64 PNG ({len(value)} characters) in the REST answer; not shown here"
+    return panel_json(value)
 
 
 def launch_demo(host: str = "127.0.0.1", port: int = 7860, models: str | Sequence[str] | None = None, api_key: str | None = None,

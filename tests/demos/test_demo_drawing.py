@@ -1,5 +1,6 @@
 """What the demo shows of a result (issue #19): detection labels that stay readable on small
-images, a legend of class names for segmentations, small results shown larger."""
+images, a legend of class names for segmentations, image results as one captioned sheet and
+a JSON panel without base64 blobs."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demos.app import _picture
-from zoo.results import PALETTE, Detections, Segmentation, label_text_size
+from demos.app import _captioned_images, _picture, captioned_sheet, panel_json
+from zoo.results import PALETTE, Detections, ImageResult, Segmentation, label_text_size
 
 GREY = np.full((128, 128, 3), 120, np.uint8)
 NAMES = ["square", "circle", "triangle"]
@@ -89,6 +90,38 @@ def test_demo_draws_small_results_larger_with_their_legend():
     assert np.array_equal(np.asarray(shown), np.asarray(seg.draw(np.zeros((64, 64, 3), np.uint8), scale=8, legend=True)))
     det = Detections([[1, 1, 50, 50]], [0.5], [0], class_names=NAMES)
     assert _picture(det, Image.fromarray(np.zeros((300, 200, 3), np.uint8))).size == (200, 300)  # 512 // 300: x1
+
+
+def test_image_results_are_one_captioned_sheet():
+    """DocDiff: input, restored and coarse, each above its caption; wide pages one under
+    another, small pictures (the autoencoder's 64 px) side by side at a whole multiple."""
+    page = Image.fromarray(np.zeros((20, 60, 3), np.uint8))
+    restored, coarse = np.full((20, 60, 3), 200, np.uint8), np.full((20, 60, 3), 100, np.uint8)
+    result = ImageResult([restored, coarse], info={"images": ["restored", "coarse"]})
+    items = _captioned_images(result, page)
+    assert [caption for _, caption in items] == ["input", "restored", "coarse"]
+    sheet, boxes = captioned_sheet(items)
+    assert np.array_equal(np.asarray(_picture(result, page)), np.asarray(sheet))
+    scale = 512 // 60
+    assert [b[2] - b[0] for b in boxes] == [60 * scale] * 3 and len({b[0] for b in boxes}) == 1  # stacked, x8
+    drawn = np.asarray(sheet)
+    for (left, top, right, bottom), want in zip(boxes, (0, 200, 100)):
+        assert (drawn[top:bottom, left:right] == want).all()
+        caption = drawn[bottom:bottom + 20, left:right]
+        assert (caption.sum(-1) < 100).sum() > 20, "no caption text under the picture"
+    square = np.full((64, 64, 3), 50, np.uint8)
+    _, side_by_side = captioned_sheet(_captioned_images(ImageResult([square]), Image.fromarray(square)))
+    assert side_by_side[0][1] == side_by_side[1][1] and side_by_side[0][2] - side_by_side[0][0] == 512  # 64 px x8
+    assert [caption for _, caption in _captioned_images(ImageResult([square]), None)] == ["result"]
+
+
+def test_json_panel_has_no_base64():
+    document = ImageResult([np.zeros((4, 4, 3), np.uint8)] * 2).to_json()
+    assert len(document["images_png_base64"][0]) > 50
+    shown = panel_json({**document, "nested": {"map": {"png_base64": "A" * 400, "min": 0.0}}})
+    assert shown["images_png_base64"] == "2 PNG image(s), base64 in the REST answer; shown as pictures here"
+    assert shown["nested"]["map"]["min"] == 0.0 and "400 characters" in shown["nested"]["map"]["png_base64"]
+    assert shown["shapes"] == document["shapes"] and len(str(shown)) < 600
 
 
 def test_generated_samples_are_shown_larger_but_drawn_as_they_are():

@@ -4,7 +4,6 @@ that keep an unset default empty. Driven by gradio_client, with test-time cards.
 
 from __future__ import annotations
 
-import base64
 import socket
 import sys
 from pathlib import Path
@@ -17,8 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 from serving_support import png_bytes  # noqa: E402
 from typed_toys import EDITOR, GENERATOR, toy_generate  # noqa: E402
 
-from demos.app import UNSET, api_name, build_demo  # noqa: E402
-from zoo.imageio import decode_image  # noqa: E402
+from demos.app import UNSET, api_name, build_demo, captioned_sheet  # noqa: E402
 from zoo.registry import create_model  # noqa: E402
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -84,8 +82,15 @@ def test_editor_tab_runs_every_kind(demo_url, files):
     want = PICTURE.copy()
     want[0:3, 0:2] = (30, 0, 0)
     want[MASK > 127] = 0
-    assert np.array_equal(np.asarray(decode_image(base64.b64decode(document["images_png_base64"][0]))), want)
-    assert np.asarray(Image.open(drawn).convert("RGB")).shape == (10, 24, 3)  # input | result
+    # an image result: the input and the output side by side, each above its caption (lossless PNG, x8 nearest)
+    sheet = np.asarray(Image.open(drawn).convert("RGB"))
+    _, boxes = captioned_sheet([(Image.fromarray(PICTURE), "input"), (Image.fromarray(want), "result")])
+    assert sheet.shape[1] == boxes[1][2] and sheet.shape[0] > boxes[1][3]  # the captions below
+    for (left, top, right, bottom), picture in zip(boxes, (PICTURE, want)):
+        assert np.array_equal(sheet[top:bottom:8, left:right:8], picture)
+    # the JSON panel carries no base64 blob: a note says where the images are
+    assert "PNG image(s)" in document["images_png_base64"] and document["shapes"] == [[10, 12, 3]]
+    assert all(len(str(v)) < 200 for v in document.values())
     _, no_extras = client.predict(handle(files["picture"]), None, "ab", "", 1.0, api_name="/" + api_name(EDITOR))
     assert no_extras["info"] == {"prompt": "ab", "boxes": 0}
     for args, message in [((handle(files["picture"]), None, "", "", 1.0), "input 'prompt' (text) is required"),

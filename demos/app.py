@@ -28,8 +28,9 @@ import logging
 import re
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from zoo.registry import parse_model_list
 
@@ -62,11 +63,11 @@ class PipelineCache:
         self.backend = backend
         self.device = device
         self.export_dir = Path(export_dir) if export_dir is not None else None
-        self._pipelines: dict[str, "Pipeline"] = {}
+        self._pipelines: dict[str, Pipeline] = {}
         self._errors: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def __call__(self, name: str) -> "Pipeline":
+    def __call__(self, name: str) -> Pipeline:
         from zoo.registry import create_model
 
         with self._lock:
@@ -89,7 +90,7 @@ class PipelineCache:
             return pipeline
 
 
-def build_demo(models: str | Sequence[str] | None = None, get_pipeline: PipelineGetter | None = None, title: str = "zoo", random_weights: bool = False) -> "gr.Blocks":
+def build_demo(models: str | Sequence[str] | None = None, get_pipeline: PipelineGetter | None = None, title: str = "zoo", random_weights: bool = False) -> gr.Blocks:
     """The demo app. models: None (every registered model), "a,b", or ["a", "b:variant"].
     get_pipeline: name -> ready pipeline (the server passes its loaded models); by default
     each model loads on first use with its bundled demo weights."""
@@ -115,7 +116,7 @@ def build_demo(models: str | Sequence[str] | None = None, get_pipeline: Pipeline
     return demo
 
 
-def _card_markdown(card: "ModelCard") -> str:
+def _card_markdown(card: ModelCard) -> str:
     paper = f"[arXiv:{card.arxiv}](https://arxiv.org/abs/{card.arxiv})" if card.arxiv else ""
     lines = [f"### {card.title} ({card.year})", f"**Task:** {card.task} · **Result:** {card.result_type} · {paper}", "", card.summary]
     if card.repo and card.repo.startswith("http"):
@@ -123,7 +124,7 @@ def _card_markdown(card: "ModelCard") -> str:
     return "\n".join(lines)
 
 
-def _option_widget(option: "OptionSpec") -> "gr.components.Component":
+def _option_widget(option: OptionSpec) -> gr.components.Component:
     import gradio as gr
 
     label = option.name
@@ -147,7 +148,7 @@ def _option_widget(option: "OptionSpec") -> "gr.components.Component":
     return gr.Textbox(value=option.default or "", label=label, info=info, placeholder=UNSET if option.default is None else None)
 
 
-def _input_widget(spec: "InputSpec") -> "gr.components.Component":
+def _input_widget(spec: InputSpec) -> gr.components.Component:
     """The widget for one typed input, by its kind."""
     import gradio as gr
 
@@ -164,7 +165,7 @@ def _input_widget(spec: "InputSpec") -> "gr.components.Component":
     return gr.Textbox(value="", label=f"{label}: JSON", info=info, lines=2, placeholder=_JSON_HINTS[spec.kind])
 
 
-def _example_rows(card: "ModelCard") -> list[list[Any]]:
+def _example_rows(card: ModelCard) -> list[list[Any]]:
     """Bundled examples ("skimage:brick", paths) as files Gradio can show: one row per example."""
     from zoo.imageio import load_image
 
@@ -199,7 +200,7 @@ def _example_rows(card: "ModelCard") -> list[list[Any]]:
     return rows
 
 
-def _model_tab(card: "ModelCard", getter: PipelineGetter) -> None:
+def _model_tab(card: ModelCard, getter: PipelineGetter) -> None:
     import gradio as gr
 
     gr.Markdown(_card_markdown(card))
@@ -218,7 +219,7 @@ def _model_tab(card: "ModelCard", getter: PipelineGetter) -> None:
     button.click(_runner(card, getter), inputs=[*inputs, *options], outputs=[drawn, as_json], api_name=api_name(card.name))
 
 
-def _runner(card: "ModelCard", getter: PipelineGetter) -> Callable[..., tuple[Any, dict[str, Any]]]:
+def _runner(card: ModelCard, getter: PipelineGetter) -> Callable[..., tuple[Any, dict[str, Any]]]:
     import gradio as gr
 
     def run(*values: Any) -> tuple[Any, dict[str, Any]]:

@@ -442,10 +442,11 @@ class Segmentation:
         present = np.unique(self.segment_map[self.segment_map >= 0])
         labels = {int(s["id"]): int(s.get("label", s["id"])) for s in self.segments if "id" in s}
         names = []
+        class_names = self.class_names or []
         for seg_id in present.tolist():
             label = labels.get(seg_id, seg_id if self.kind == "semantic" else -1)
-            known = self.class_names is not None and 0 <= label < len(self.class_names)
-            names.append(self.class_names[label] if known else (f"class {label}" if label >= 0 else f"segment {seg_id}"))
+            known = 0 <= label < len(class_names)
+            names.append(class_names[label] if known else (f"class {label}" if label >= 0 else f"segment {seg_id}"))
         counts: dict[str, int] = {}
         numbered = []
         for name in names:
@@ -517,8 +518,8 @@ class Boxes3D:
         return {
             "type": "boxes3d",
             "boxes": [
-                {"center": b[:3].round(3).tolist(), "size_lwh": b[3:6].round(3).tolist(), "yaw": round(float(b[6]), 4), "score": float(s), "label": int(l)}
-                for b, s, l in zip(self.boxes, self.scores, self.labels)
+                {"center": b[:3].round(3).tolist(), "size_lwh": b[3:6].round(3).tolist(), "yaw": round(float(b[6]), 4), "score": float(s), "label": int(lab)}
+                for b, s, lab in zip(self.boxes, self.scores, self.labels)
             ],
         }
 

@@ -147,10 +147,10 @@ PLUS_CARD = dataclasses.replace(
                                        "DCT mask coefficients), IoU-aware BCE (2) and token-labeling focal + dice (2 each)",
                                        variant_defaults={"micro": dict(_MICRO_TRAIN)})},
     metrics=(
-        Metric("box_AP", 0.318, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-11-29"),
-        Metric("box_AP50", 0.456, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-11-29"),
-        Metric("mask_AP", 0.214, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-11-29"),
-        Metric("mask_AP50", 0.440, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-11-29"),
+        Metric("box_AP", 0.484, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-12-07"),
+        Metric("box_AP50", 0.618, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-12-07"),
+        Metric("mask_AP", 0.342, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-12-07"),
+        Metric("mask_AP50", 0.605, "micro", DEMO_DATA, PLUS_DEMO_COMMAND, "2026-12-07"),
     ),
 )
 

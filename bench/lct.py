@@ -1,7 +1,7 @@
 """sLCT evidence at CPU size (issue #12): the paper's claims as measurements over >= 3 seeds.
 
     python -m bench.lct tails                       # latents are heavy-tailed, pixels are not
-    python -m bench.lct ablation --steps 1000 --seeds 0,1,2 --workers 2
+    python -m bench.lct ablation --steps 1000 --seeds 0,1,2 --workers 2 --set ema_decay=0.99
     python -m bench.lct report bench/results/lct-ablation-DATE.json
 
 `tails`: excess kurtosis and tail mass (share of values beyond 4 and 6 standard deviations,
@@ -105,11 +105,10 @@ def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
-def _run_one(job: tuple[Arm, int, int, str, str | None]) -> tuple[str, int, dict[str, Any]]:
-    arm, steps, seed, out, autoencoder = job
+def _run_one(job: tuple[Arm, int, int, str, dict[str, str]]) -> tuple[str, int, dict[str, Any]]:
+    arm, steps, seed, out, common = job
     torch.set_num_threads(1)
-    if autoencoder:
-        arm = dataclasses.replace(arm, train={**arm.train, "autoencoder": autoencoder})
+    arm = dataclasses.replace(arm, train={**arm.train, **common})
     folder = Path(out) / arm.name.replace("+", "plus-") / f"seed{seed}"
     if (folder / "model.json").is_file():  # a finished run (resume the suite after a stop)
         meta = json.loads((folder / "model.json").read_text())
@@ -138,9 +137,10 @@ def speed(runs: dict[str, dict[int, dict[str, Any]]], all_arms: tuple[Arm, ...],
     return out
 
 
-def ablation(steps: int, seeds: list[int], workers: int, out: Path, only: set[str], autoencoder: str | None = None) -> dict[str, Any]:
+def ablation(steps: int, seeds: list[int], workers: int, out: Path, only: set[str], common: dict[str, str]) -> dict[str, Any]:
+    """`common`: training overrides every arm gets (`--set`), e.g. the codec or the EMA rate."""
     chosen = tuple(a for a in arms() if not only or a.name in only)
-    jobs = [(arm, steps, seed, str(out), autoencoder) for seed in seeds for arm in chosen]
+    jobs = [(arm, steps, seed, str(out), common) for seed in seeds for arm in chosen]
     runs: dict[str, dict[int, dict[str, Any]]] = {a.name: {} for a in chosen}
     started = time.time()
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=2048, help="tails: images per seed")
     parser.add_argument("--arms", default="", help="comma-separated subset of the ablation's arms")
     parser.add_argument("--out", type=Path, default=Path("runs/lct-ablation"))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="ablation: a training override for every arm")
     parser.add_argument("--autoencoder", default=None, help="the codec's weights (default: the bundled autoencoder-kl micro-f4)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -205,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"max |z| {s['max_abs_z']['mean']:.1f}")
     else:
         only = {a for a in args.arms.split(",") if a}
-        document.update(ablation(args.steps, seeds, args.workers, args.out, only, args.autoencoder))
+        common = dict(item.split("=", 1) for item in args.set)
+        if args.autoencoder:
+            common["autoencoder"] = args.autoencoder
+        document.update(ablation(args.steps, seeds, args.workers, args.out, only, common))
         print_ablation(document)
     path = write_document(document, args.results)
     log(f"wrote {path}")

@@ -2,6 +2,7 @@
 
     python -m bench.lct tails                       # latents are heavy-tailed, pixels are not
     python -m bench.lct ablation --steps 1000 --seeds 0,1,2 --workers 2 --set ema_decay=0.99
+    python -m bench.lct collect --out runs/lct-ablation --steps 1000   # the runs that finished, if stopped early
     python -m bench.lct report bench/results/lct-ablation-DATE.json
 
 `tails`: excess kurtosis and tail mass (share of values beyond 4 and 6 standard deviations,
@@ -137,6 +138,36 @@ def speed(runs: dict[str, dict[int, dict[str, Any]]], all_arms: tuple[Arm, ...],
     return out
 
 
+def summarise(chosen: tuple[Arm, ...], runs: dict[str, dict[int, dict[str, Any]]], steps: int, seeds: list[int]) -> dict[str, Any]:
+    """Per arm: every run's metrics and their mean ± sample std over the seeds that finished."""
+    result: dict[str, Any] = {"steps": steps, "seeds": seeds, "arms": []}
+    for arm in chosen:
+        done = runs.get(arm.name, {})
+        keys = sorted({k for r in done.values() for k, v in r["metrics"].items() if isinstance(v, (int, float))})
+        result["arms"].append({**dataclasses.asdict(arm), "config": {k: str(v) for k, v in arm.config.items()},
+                               "runs": {str(s): r for s, r in done.items()},
+                               "summary": {k: _mean_std([r["metrics"][k] for r in done.values() if k in r["metrics"]]) for k in keys}})
+    return result
+
+
+def collect(out: Path, steps: int, seeds: list[int]) -> dict[str, Any]:
+    """The finished runs under OUT (ARM/seedS/model.json), e.g. of a suite stopped early."""
+    chosen = arms()
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for arm in chosen:
+        for seed in seeds:
+            meta_path = out / arm.name.replace("+", "plus-") / f"seed{seed}" / "model.json"
+            if meta_path.is_file():
+                meta = json.loads(meta_path.read_text())
+                runs.setdefault(arm.name, {})[seed] = {"weights": str(meta_path.with_name("model.safetensors")),
+                                                       "metrics": meta["metrics"], "seconds": meta.get("seconds"),
+                                                       "steps": meta.get("steps")}
+    result = summarise(tuple(a for a in chosen if a.name in runs), runs, steps, seeds)
+    if {"+adaptive-c", "edm"} <= set(runs):
+        result["speed"] = speed(runs, chosen, budget_s=60.0)
+    return result
+
+
 def ablation(steps: int, seeds: list[int], workers: int, out: Path, only: set[str], common: dict[str, str]) -> dict[str, Any]:
     """`common`: training overrides every arm gets (`--set`), e.g. the codec or the EMA rate."""
     chosen = tuple(a for a in arms() if not only or a.name in only)
@@ -148,12 +179,8 @@ def ablation(steps: int, seeds: list[int], workers: int, out: Path, only: set[st
             runs[name][seed] = run
             metrics = {k: round(v, 3) for k, v in run["metrics"].items() if k.startswith(("fid", "precision", "recall"))}
             log(f"[{name} seed {seed}] {run.get('seconds')} s {metrics}")
-    result: dict[str, Any] = {"steps": steps, "seeds": seeds, "wall_s": round(time.time() - started, 1), "arms": []}
-    for arm in chosen:
-        keys = sorted({k for r in runs[arm.name].values() for k, v in r["metrics"].items() if isinstance(v, (int, float))})
-        result["arms"].append({**dataclasses.asdict(arm), "config": {k: str(v) for k, v in arm.config.items()},
-                               "runs": {str(s): r for s, r in runs[arm.name].items()},
-                               "summary": {k: _mean_std([r["metrics"][k] for r in runs[arm.name].values() if k in r["metrics"]]) for k in keys}})
+    result = summarise(chosen, runs, steps, seeds)
+    result["wall_s"] = round(time.time() - started, 1)
     if {"+adaptive-c", "edm"} <= set(runs):
         result["speed"] = speed(runs, chosen, budget_s=60.0)
     return result
@@ -176,7 +203,7 @@ def print_ablation(result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("suite", choices=("tails", "ablation", "report"))
+    parser.add_argument("suite", choices=("tails", "ablation", "collect", "report"))
     parser.add_argument("path", nargs="?", type=Path, help="report: a results JSON written by the ablation")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seeds", default="0,1,2")
@@ -204,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{space:8s} excess kurtosis {s['excess_kurtosis']['mean']:.2f} ± {s['excess_kurtosis']['std']:.2f}, "
                   f">4 sd {s['beyond_4sd']['mean']:.2e}, >6 sd {s['beyond_6sd']['mean']:.2e}, q99.9 |z| {s['abs_z_q999']['mean']:.2f}, "
                   f"max |z| {s['max_abs_z']['mean']:.1f}")
+    elif args.suite == "collect":
+        document.update(collect(args.out, args.steps, seeds))
+        document["note"] = "collected from the finished runs under " + str(args.out)
+        print_ablation(document)
     else:
         only = {a for a in args.arms.split(",") if a}
         common = dict(item.split("=", 1) for item in args.set)

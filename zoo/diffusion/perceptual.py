@@ -100,14 +100,22 @@ class TimmFeatures(nn.Module):
         kwargs: dict[str, Any] = {"features_only": True}
         if out_indices is not None:
             kwargs["out_indices"] = tuple(out_indices)
+        self.net = timm.create_model(name, **kwargs)  # never pretrained=True: nothing is downloaded
         if weights:
             from pathlib import Path
 
+            from zoo.weights import read_state
+
             if not Path(weights).is_file():
                 raise FileNotFoundError(f"perceptual network weights {weights} not found (a local file is needed: no downloads)")
-            # timm maps the classifier's checkpoint onto the features_only model itself
-            kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights)})
-        self.net = timm.create_model(name, **kwargs)
+            # the classifier's checkpoint (safetensors, or torch.load with weights_only) onto the
+            # features_only network: the same module names, without the classifier head
+            state, _ = read_state(Path(weights))
+            own = self.net.state_dict()
+            missing = [k for k in own if k not in state]
+            if missing:
+                raise ValueError(f"{weights} lacks {len(missing)} of {name}'s feature weights, e.g. {missing[:3]}")
+            self.net.load_state_dict({k: state[k] for k in own})
         cfg = self.net.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1), persistent=False)

@@ -171,3 +171,14 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
     full, saved = training_memory(adm, "denoise", 8), training_memory(adm, "denoise", 8, checkpointing=True)
     assert saved["activations"] < full["activations"] / 2
+
+
+def test_training_without_a_trained_autoencoder_says_what_to_do(tmp_path):
+    """The paper's variants sit on the SD VAE, which is not bundled (nor is micro-f8): the error names the flag."""
+    card = registry.get_card("lct")
+    stage = card.train_stages["consistency"]
+    config = registry.variant_config("lct", "micro", {"autoencoder_variant": "micro-f8", "autoencoder": None, "image_size": 64})
+    pipeline = registry.build_pipeline("lct", config=config)
+    config = stage.config_cls().override({"train_images": "4", "val_images": "2"})
+    with pytest.raises(ValueError, match="--set autoencoder=PATH"):
+        stage.build_task(pipeline.model, "synthetic", config, 0, tmp_path)

@@ -218,9 +218,15 @@ def _load_codec(model: nn.Module, source: str) -> None:
     if source == "keep" or bool(model.autoencoder_ready):
         return
     if source == "registry":
-        from zoo.registry import create_model
+        from zoo.registry import MissingWeightsError, create_model
 
-        codec = create_model("autoencoder-kl", model.config.autoencoder_variant).model
+        try:
+            codec = create_model("autoencoder-kl", model.config.autoencoder_variant).model
+        except MissingWeightsError as err:
+            raise ValueError(f"{err}: sLCT trains on the latents of a trained autoencoder; point to one with "
+                             "--set autoencoder=PATH (a Stable Diffusion VAE folder for the paper's variants, or an "
+                             "autoencoder-kl run: zoo train autoencoder-kl --variant "
+                             f"{model.config.autoencoder_variant} ...)") from None
     else:
         from zoo.diffusion.autoencoder import load_autoencoder
 

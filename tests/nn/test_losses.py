@@ -117,3 +117,30 @@ def test_point_mask_losses_perfect_and_falling():
     assert loss.item() < 0.5 * first
     empty = point_mask_losses(torch.zeros(0, 4, 4), torch.zeros(0, 8, 8), 1)
     assert empty[0].item() == 0.0 and empty[1].item() == 0.0
+
+
+def test_focal_loss_elementwise_is_torchvisions_and_only_the_reduction_is_ours():
+    """Issue #19: the per-element loss comes from torchvision.ops.sigmoid_focal_loss; the
+    normalisations differ by design. torchvision reduces by "sum" or "mean" over all elements;
+    Deformable DETR / ViDT divide the sum by num_boxes (the matched boxes across the batch), and
+    ViDT+'s token labeling first averages over the tokens (mean_dim=1), then divides by num_boxes."""
+    from torchvision.ops import sigmoid_focal_loss as tv_focal
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 5, generator=g) * 4
+    logits[0, 0, 0], logits[0, 0, 1] = 30.0, -30.0  # saturated logits stay finite in both
+    targets = (torch.rand(3, 7, 5, generator=g) > 0.7).float()
+    for alpha, gamma in ((0.25, 2.0), (-1.0, 2.0), (0.5, 0.0), (0.25, 1.5)):
+        tv_sum = tv_focal(logits, targets, alpha=alpha, gamma=gamma, reduction="sum")
+        assert torch.allclose(sigmoid_focal_loss(logits, targets, 4.0, alpha, gamma), tv_sum / 4.0, rtol=1e-6)
+        tv_none = tv_focal(logits, targets, alpha=alpha, gamma=gamma, reduction="none")
+        ours_tokens = sigmoid_focal_loss(logits, targets, 4.0, alpha, gamma, mean_dim=1)
+        assert torch.allclose(ours_tokens, tv_none.mean(1).sum() / 4.0, rtol=1e-6)
+        # torchvision's "mean" is our sum over num_boxes only when num_boxes = number of elements
+        assert torch.allclose(sigmoid_focal_loss(logits, targets, float(logits.numel()), alpha, gamma),
+                              tv_focal(logits, targets, alpha=alpha, gamma=gamma, reduction="mean"), rtol=1e-6)
+    x = logits.clone().requires_grad_()
+    sigmoid_focal_loss(x, targets, 2.0).backward()
+    x_tv = logits.clone().requires_grad_()
+    (tv_focal(x_tv, targets, reduction="sum") / 2.0).backward()
+    assert torch.allclose(x.grad, x_tv.grad, rtol=1e-6)

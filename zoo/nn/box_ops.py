@@ -10,38 +10,47 @@ Generalized IoU follows Rezatofighi et al., "Generalized Intersection over Union
 enclosing A and B. Unlike the reference code we do not assert on box validity (that is
 Python control flow on tensor values and breaks export); unions and enclosing areas are
 clamped away from zero so degenerate boxes give finite values instead of NaN.
+
+What is torchvision's and what is ours (tests/nn/test_box_ops.py compares each with
+`torchvision.ops` on random and degenerate boxes):
+- the four conversions call `torchvision.ops.box_convert` (same formulas, any leading shape);
+- `box_area` is ours: it clamps inverted boxes to area 0, torchvision's returns negative areas;
+- `box_iou` / `generalized_box_iou` are ours: they return DETR's `(iou, union)` pair and clamp
+  unions and enclosing areas at 1e-7, where torchvision returns IoU alone and NaN (0/0) for two
+  zero-area boxes; on boxes of positive area the values are torchvision's;
+- the elementwise ones are ours (torchvision has no elementwise IoU; its
+  `generalized_box_iou_loss` is 1 - our elementwise GIoU up to its +1e-7 in the denominators);
+- `masks_to_boxes` is ours: pixel-edge coordinates (x1 = last column + 1) and zeros for empty
+  masks, where torchvision's gives the last pixel's index (x1 = last column).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torchvision.ops import box_convert
 
 _EPS = 1e-7  # keeps IoU finite for zero-area boxes; far below any real box's area
 
 
 def box_cxcywh_to_xyxy(boxes: Tensor) -> Tensor:
     """(cx, cy, w, h) -> (x0, y0, x1, y1)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+    return box_convert(boxes, "cxcywh", "xyxy")
 
 
 def box_xyxy_to_cxcywh(boxes: Tensor) -> Tensor:
     """(x0, y0, x1, y1) -> (cx, cy, w, h)."""
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+    return box_convert(boxes, "xyxy", "cxcywh")
 
 
 def box_xywh_to_xyxy(boxes: Tensor) -> Tensor:
     """COCO (x0, y0, w, h) -> (x0, y0, x1, y1)."""
-    x0, y0, w, h = boxes.unbind(-1)
-    return torch.stack([x0, y0, x0 + w, y0 + h], dim=-1)
+    return box_convert(boxes, "xywh", "xyxy")
 
 
 def box_xyxy_to_xywh(boxes: Tensor) -> Tensor:
     """(x0, y0, x1, y1) -> COCO (x0, y0, w, h)."""
-    x0, y0, x1, y1 = boxes.unbind(-1)
-    return torch.stack([x0, y0, x1 - x0, y1 - y0], dim=-1)
+    return box_convert(boxes, "xyxy", "xywh")
 
 
 def box_area(boxes: Tensor) -> Tensor:

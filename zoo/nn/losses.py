@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.ops import sigmoid_focal_loss as tv_sigmoid_focal_loss
 
 
 def sigmoid_focal_loss(
@@ -40,12 +41,9 @@ def sigmoid_focal_loss(
       `(B, h*w, C)` tokens (official vidt-plus `methods/segmentation.py` `sigmoid_focal_loss`):
       averaged over dim 1, summed over the rest, divided by `num_boxes`.
     """
-    prob = inputs.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
-    p_t = prob * targets + (1 - prob) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    # The per-element loss is torchvision's (same Eq. 5, same alpha_t); only the reduction is
+    # ours, because torchvision reduces by "mean"/"sum" only, not by num_boxes (nor mean over dim 1).
+    loss = tv_sigmoid_focal_loss(inputs, targets, alpha=alpha, gamma=gamma, reduction="none")
     if mean_dim is not None:
         loss = loss.mean(mean_dim)
     return loss.sum() / num_boxes

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 import shutil
 import sys
 import tempfile
@@ -101,6 +102,9 @@ def config_text(
         sizes = ", ".join(str(s) for s in preferred_batch_sizes(spec))
         parts.append(f"dynamic_batching {{\n  preferred_batch_size: [ {sizes} ]\n  max_queue_delay_microseconds: {max_queue_delay_us}\n}}")
     parts.append(f"instance_group [\n  {{\n    count: {instances}\n    kind: {INSTANCE_KINDS[kind]}\n  }}\n]")
+    # input constraints beyond dims (multiple-of sizes, value ranges), as `zoo serve`'s config gives them
+    for key, value in spec.config_parameters(1 if batch else 0).items():
+        parts.append(f'parameters {{\n  key: "{key}"\n  value: {{ string_value: {json.dumps(value)} }}\n}}')
     return "\n".join(parts) + "\n"
 
 

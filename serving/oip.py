@@ -50,7 +50,7 @@ from serving.metrics import failure_reason
 
 if TYPE_CHECKING:
     from serving.model_manager import GraphEndpoint, ModelManager
-    from zoo.pipeline import GraphSpec, TensorSpec
+    from zoo.pipeline import TensorSpec
 
 # Triton datatype <-> numpy. BYTES (strings) and BF16 have no graph that uses them here.
 TRITON_TO_NUMPY: dict[str, np.dtype] = {
@@ -378,18 +378,6 @@ def encode_infer_response(model_name: str, request: InferRequest, names: list[st
     return head + b"".join(blobs), {"content-type": "application/octet-stream", HEADER_LENGTH: str(len(head))}
 
 
-def input_constraints(spec: GraphSpec, tensor: TensorSpec) -> dict[str, Any]:
-    """What an input's shape and datatype do not say: `multiple_of` (one number per axis of
-    the metadata shape, 1 where any size goes) and `valid_range` ([low, high], inclusive)."""
-    out: dict[str, Any] = {}
-    multiples = [spec.multiple_of.get(d, 1) if isinstance(d, str) else 1 for d in tensor.shape]
-    if any(m != 1 for m in multiples):
-        out["multiple_of"] = multiples
-    if tensor.valid_range is not None:
-        out["valid_range"] = [_number(v) for v in tensor.valid_range]
-    return out
-
-
 def model_metadata(endpoint: GraphEndpoint, backend: str) -> dict[str, Any]:
     """Triton's metadata; an input with constraints beyond its shape carries them as
     `parameters` (the optional tensor parameters MLServer's metadata has too)."""
@@ -398,7 +386,7 @@ def model_metadata(endpoint: GraphEndpoint, backend: str) -> dict[str, Any]:
     inputs = []
     for t in spec.inputs:
         entry: dict[str, Any] = {"name": t.name, "datatype": triton_dtype(t.dtype), "shape": metadata_shape(t)}
-        constraints = input_constraints(spec, t)
+        constraints = spec.input_constraints(t)
         if constraints:
             entry["parameters"] = constraints
         inputs.append(entry)
@@ -433,13 +421,10 @@ def model_config(endpoint: GraphEndpoint, backend: str, manager: ModelManager) -
         "instance_group": [{"count": 1, "kind": "KIND_GPU" if str(manager.device).startswith("cuda") else "KIND_CPU"}],
         "parameters": {"zoo_model": {"string_value": endpoint.model}, "zoo_graph": {"string_value": endpoint.graph}},
     }
-    # Triton's config has no per-input constraints beyond dims: model parameters (string values)
-    # carry them as JSON by input name, multiple_of aligned with that input's config `dims`.
-    for key in ("multiple_of", "valid_range"):
-        found = {t.name: input_constraints(spec, t).get(key) for t in spec.inputs}
-        found = {n: (v[skip:] if key == "multiple_of" else v) for n, v in found.items() if v is not None}
-        if found:
-            config["parameters"][f"zoo_{key}"] = {"string_value": json.dumps(found)}
+    # Triton's config has no per-input constraints beyond dims: model parameters carry them
+    # (GraphSpec.config_parameters; `zoo export --format triton` writes the same ones).
+    for key, value in spec.config_parameters(skip).items():
+        config["parameters"][key] = {"string_value": value}
     if endpoint.max_batch_size:
         config["dynamic_batching"] = {
             "max_queue_delay_microseconds": int(manager.batching.max_queue_delay_s * 1e6),

@@ -76,6 +76,31 @@ class GraphSpec:
     # fp16 rounding flips a few decisions; `note` says why, and the task metric must still pass.
     fp16_mismatch_fraction: float = 0.0
 
+    def input_constraints(self, tensor: TensorSpec) -> dict[str, Any]:
+        """What an input's shape and dtype do not say: `multiple_of` (one number per axis,
+        1 where any size goes) and `valid_range` ([low, high], inclusive); {} when neither."""
+        out: dict[str, Any] = {}
+        multiples = [self.multiple_of.get(d, 1) if isinstance(d, str) else 1 for d in tensor.shape]
+        if any(m != 1 for m in multiples):
+            out["multiple_of"] = multiples
+        if tensor.valid_range is not None:
+            out["valid_range"] = [int(v) if float(v).is_integer() else float(v) for v in tensor.valid_range]
+        return out
+
+    def config_parameters(self, skip_axes: int = 0) -> dict[str, str]:
+        """The constraints as Triton model-config parameters (string values, JSON by input name):
+        `zoo_multiple_of` aligned with each input's config `dims` (its first `skip_axes` axes,
+        the batch, left out) and `zoo_valid_range`. Triton's config has no per-input field for them."""
+        import json
+
+        out = {}
+        for key in ("multiple_of", "valid_range"):
+            found = {t.name: self.input_constraints(t).get(key) for t in self.inputs}
+            found = {n: (v[skip_axes:] if key == "multiple_of" else v) for n, v in found.items() if v is not None}
+            if found:
+                out[f"zoo_{key}"] = json.dumps(found)
+        return out
+
     def example_inputs(self, dims: dict[str, int] | None = None, seed: int = 0) -> tuple[torch.Tensor, ...]:
         """Random inputs inside each tensor's value range, at `opt` sizes unless overridden."""
         sizes = {k: v[1] for k, v in self.dims.items()}

@@ -117,3 +117,16 @@ def test_validation_catches_mistakes(repos, tmp_path):
             validate_config(repo / "detector" / "config.pbtxt")
     finally:
         (repo / "detector" / "config.pbtxt").write_text(text)
+
+
+def test_input_constraints_travel_as_model_parameters():
+    """DocDiff's multiple-of-8 sides and timestep range: the same parameters `zoo serve` reports."""
+    import json
+
+    pipeline = registry.build_pipeline("docdiff", "micro")
+    coarse = parse_config(config_text(pipeline.graph("coarse")))
+    assert json.loads(coarse.parameters["zoo_multiple_of"].string_value) == {"image": [1, 8, 8]}  # dims without the batch
+    step = parse_config(config_text(pipeline.graph("refine_step")))
+    assert json.loads(step.parameters["zoo_valid_range"].string_value) == {"timestep": [0, 99], "prev_timestep": [-1, 99]}
+    plain = parse_config(config_text(registry.build_pipeline(toys.FIXED, "micro").graph("detector")))
+    assert not plain.parameters  # nothing beyond dims to say

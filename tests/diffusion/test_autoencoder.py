@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from training_loops import fit_one_batch
 
 from zoo.diffusion.autoencoder import (
     SD_VAE_PARAMS,
@@ -233,13 +234,7 @@ def test_short_run_loss_falls(tmp_path):
     batch = {"image": torch.stack([task.dataset[i]["image"] for i in range(8)])}
     optimizer = torch.optim.Adam([p for p in task.module.parameters() if p.requires_grad], lr=2e-3, betas=config.betas)
     torch.manual_seed(0)
-    losses = []
-    for _ in range(40):
-        out = task.module.training_step(batch)
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        losses.append(out["loss"].item())
+    losses = fit_one_batch(task.module, batch, optimizer, 40)
     assert all(math.isfinite(v) for v in losses)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
     metrics = task.finalize(task.module)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from training_loops import fit_one_batch
 
 from zoo.models.docdiff.loss import coarse_loss, total_loss
 from zoo.models.docdiff.model import DocDiff, preset_config
@@ -58,13 +59,7 @@ def test_short_run_loss_falls(tmp_path):
     torch.manual_seed(0)
     optimizer = torch.optim.AdamW(task.module.parameters(), lr=2e-3, weight_decay=1e-4)
     batch = {k: torch.stack([task.dataset[i][k] for i in range(4)]) for k in ("degraded", "clean")}
-    losses = []
-    for _ in range(30):
-        out = task.module.training_step(batch)
-        optimizer.zero_grad()
-        out["loss"].backward()
-        optimizer.step()
-        losses.append(out["loss"].item())
+    losses = fit_one_batch(task.module, batch, optimizer, 30)
     assert all(math.isfinite(v) for v in losses)
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses
     metrics = task.finalize(task.module)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from training_loops import fit_one_batch
 
 from training.optim import build_optimizer
 from training.trainer import Trainer
@@ -75,14 +76,7 @@ def test_loss_falls_on_a_fixed_objective():
     module = LCTTrainable(_micro(), LCTTrainConfig(steps=300, lr=3e-3))
     opt = build_optimizer(module, module.config)
     batch = {"latent": _latents(16)}
-    losses = []
-    for _ in range(30):
-        torch.manual_seed(123)
-        out = module.training_step(batch)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(out["loss"].item())
+    losses = fit_one_batch(module, batch, opt, 30, reseed=123)
     assert losses[-1] < 0.95 * losses[0], losses
     assert sum(b < a for a, b in zip(losses, losses[1:])) >= 25, losses
 

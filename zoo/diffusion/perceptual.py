@@ -100,7 +100,7 @@ class TimmFeatures(nn.Module):
         kwargs: dict[str, Any] = {"features_only": True}
         if out_indices is not None:
             kwargs["out_indices"] = tuple(out_indices)
-        self.net = timm.create_model(name, **kwargs)  # never pretrained=True: nothing is downloaded
+        self.net = timm.create_model(name, **kwargs)  # random init: weights come only from the local file below
         if weights:
             from pathlib import Path
 

@@ -255,16 +255,20 @@ class ImageResult:
 class Generation:
     """Generated images (uint8 (H, W, 3) arrays) with what made them: one seed per image,
     the sampling steps, wall-clock timings in seconds (e.g. {"sample": 0.8, "decode": 0.1})
-    and the family's own `info` (class label, guidance, ...)."""
+    and the family's own `info` (class label, guidance, ...). `condition`: the image the generation
+    followed (a control image, uint8 (H, W, 3)), if any; `draw` shows it first, beside the images."""
 
     images: list[np.ndarray]
     seeds: list[int] = field(default_factory=list)
     steps: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    condition: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.images = [np.asarray(_as_pil(im)) for im in self.images]
+        if self.condition is not None:
+            self.condition = np.asarray(_as_pil(self.condition))
         self.seeds = [int(s) for s in self.seeds]
         if self.seeds and len(self.seeds) != len(self.images):
             raise ValueError(f"Generation has {len(self.images)} images but {len(self.seeds)} seeds")
@@ -283,16 +287,22 @@ class Generation:
         }
         if include_images:
             out["images_png_base64"] = [png_base64(im) for im in self.images]
+            if self.condition is not None:
+                out["condition_png_base64"] = png_base64(self.condition)
         return out
 
     def draw(self, image: Any = None, columns: int | None = None, scale: int = 1) -> Image.Image:
-        """The images in a grid (`columns` wide, near-square by default), each cell as large
+        """The images in a grid (`columns` wide, near-square by default; with a condition, one row
+        that starts with it), each cell as large
         as the largest image; `image` is ignored (nothing was generated from it). scale: each
         image at that whole multiple of its size (nearest; the demo shows 32-px samples so),
         the cells then 2 px apart; at 1 the grid holds the images' own pixels."""
         scale = _check_scale(scale)
         if not self.images:
             return Image.new("RGB", (1, 1))
+        if self.condition is not None:  # the condition, then the images, in one row
+            shown = Generation([self.condition, *self.images])
+            return shown.draw(columns=len(shown.images), scale=scale)
         count = len(self.images)
         columns = max(1, min(count, columns or math.ceil(math.sqrt(count))))
         rows = math.ceil(count / columns)

@@ -114,13 +114,21 @@ class ConsistencyParametrisation(nn.Module):
             return consistency_scalings(sigma, self.sigma_data, self.sigma_min)
         return edm_scalings(sigma, self.sigma_data)
 
-    def forward(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor, class_labels: Tensor | None = None,
+                adapter: nn.Module | None = None, condition: Tensor | None = None) -> Tensor:
+        """adapter: a ControlNet-style module called on the network's own inputs,
+        adapter(x_in, noise_labels, class_labels, condition) -> residuals, which the network
+        takes as `control=` (NCT's f_{theta,phi}); None runs the network alone."""
         if not isinstance(sigma, Tensor):
             sigma = torch.tensor(float(sigma))
         sigma = sigma.to(device=x.device, dtype=torch.float32).reshape(-1).expand(x.shape[0])
         c_skip, c_out, c_in = (c.reshape(-1, *([1] * (x.ndim - 1))) for c in self.scalings(sigma))
         x32 = x.to(torch.float32)
-        out = self.net((c_in * x32).to(x.dtype), noise_conditioning(sigma), class_labels)
+        x_in, noise_labels = (c_in * x32).to(x.dtype), noise_conditioning(sigma)
+        if adapter is None:
+            out = self.net(x_in, noise_labels, class_labels)
+        else:
+            out = self.net(x_in, noise_labels, class_labels, control=adapter(x_in, noise_labels, class_labels, condition))
         return (c_skip * x32 + c_out * out.to(torch.float32)).to(x.dtype)
 
 

@@ -258,24 +258,52 @@ class ADMUNet(nn.Module):
             self.out_norm = NonScalingLayerNorm([cout, res0, res0], eps=1e-5)
         self.out_conv = _zero(nn.Conv2d(cout, cfg.latent_channels, 3, padding=1))
 
-    def forward(self, x: Tensor, noise_labels: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        emb = positional_embedding(noise_labels, self.config.model_channels).to(x.dtype)
+    def embedding(self, noise_labels: Tensor, class_labels: Tensor | None, dtype: torch.dtype) -> Tensor:
+        """The block conditioning: noise-level embedding (+ the class's), after its SiLU."""
+        emb = positional_embedding(noise_labels, self.config.model_channels).to(dtype)
         emb = self.map_layer1(F.silu(self.map_layer0(emb)))
         if self.map_label is not None and class_labels is not None:
             label = self.map_label.weight.t()[class_labels.long()]
             if self.training and self.config.label_dropout:
-                keep = torch.rand(x.shape[0], 1, device=x.device) >= self.config.label_dropout
+                keep = torch.rand(noise_labels.shape[0], 1, device=noise_labels.device) >= self.config.label_dropout
                 label = label * keep.to(label.dtype)
             emb = emb + label.to(emb.dtype)
-        emb = F.silu(emb)
+        return F.silu(emb)
+
+    def encode(self, x: Tensor, emb: Tensor, hint: Tensor | None = None) -> list[Tensor]:
+        """The encoder's outputs, one a module (the decoder's skips; the last feeds the middle).
+        `hint` (a ControlNet's encoded condition) is added after the input convolution."""
         skips = []
-        for module in self.enc.values():
+        for index, module in enumerate(self.enc.values()):
             x = _run_block(self, module, x, emb) if isinstance(module, UNetBlock) else module(x)
+            if index == 0 and hint is not None:
+                x = x + hint
             skips.append(x)
+        return skips
+
+    def middle_blocks(self) -> list[nn.Module]:
+        """The two blocks at the lowest resolution that take no skip (EDM's `in0`, `in1`)."""
+        return [module for name, module in self.dec.items() if name.endswith(("_in0", "_in1"))]
+
+    def forward(self, x: Tensor, noise_labels: Tensor, class_labels: Tensor | None = None,
+                control: list[Tensor] | None = None) -> Tensor:
+        """control: ControlNet residuals (Zhang et al. 2023), one per encoder output and one for the
+        middle's output, added before the decoder reads them (diffusers' `down_block_additional_residuals`
+        and `mid_block_additional_residual`); None runs the plain network."""
+        emb = self.embedding(noise_labels, class_labels, x.dtype)
+        skips = self.encode(x, emb)
+        x = skips[-1]
+        if control is not None:
+            if len(control) != len(skips) + 1:
+                raise ValueError(f"control needs {len(skips) + 1} residuals (encoder outputs + middle), got {len(control)}")
+            skips = [skip + residual for skip, residual in zip(skips, control)]
+        middle = self.middle_blocks()
         for module in self.dec.values():
             if module.takes_skip:
                 x = torch.cat([x, skips.pop()], dim=1)
             x = _run_block(self, module, x, emb)
+            if control is not None and module is middle[-1]:
+                x = x + control[-1]
         return self.out_conv(F.silu(self.out_norm(x)))
 
 

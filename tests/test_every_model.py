@@ -33,6 +33,11 @@ def _inputs_for(card, rng):
         return [None, None]
     if len(card.inputs) == 1 and card.inputs[0].is_image:
         return [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)]
+    if len(card.image_inputs) == 1 and all(i.is_image or i.kind == "text" or not i.required for i in card.inputs):
+        # image + text (e.g. a referring expression): a short sentence for each required text input
+        images = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)]
+        return [{s.name: image if s.is_image else "the small red triangle left of the blue circle" for s in card.inputs if s.required}
+                for image in images]
     pytest.skip(f"{card.name}: a registry-wide example for inputs {[i.kind for i in card.inputs]} is not written yet")
 
 
@@ -60,7 +65,8 @@ def test_micro_predicts_its_result_type(name):
     assert len(out) == 2
     assert all(isinstance(r, results.RESULT_TYPES[card.result_type]) for r in out)
     assert isinstance(out[0].to_json(), dict)
-    assert out[0].draw(items[0]).size[0] > 0
+    picture = items[0][card.image_inputs[0].name] if isinstance(items[0], dict) else items[0]
+    assert out[0].draw(picture).size[0] > 0
     # a batch of two equals the two run one by one, on each result type's own content
     first, second = model.predict(items[0]), model.predict(items[1], **({"seed": 1} if not card.inputs else {}))
     for batched, single in ((out[0], first), (out[1], second)):

@@ -467,7 +467,8 @@ class Segmentation:
 
 @dataclass
 class Grounding:
-    """The region a referring expression names: box xyxy, optional polygon (K, 2) and mask (H, W)."""
+    """The region a referring expression names: box xyxy, optional polygon (K, 2) and mask (H, W);
+    to_json writes the mask as COCO compressed RLE (`mask_rle`)."""
 
     box: np.ndarray
     score: float = 1.0
@@ -483,6 +484,8 @@ class Grounding:
         out: dict[str, Any] = {"type": "grounding", "expression": self.expression, "box": self.box.round(2).tolist(), "score": self.score}
         if self.polygon is not None:
             out["polygon"] = np.asarray(self.polygon).round(2).tolist()
+        if self.mask is not None:
+            out["mask"] = mask_rle(self.mask)
         return out
 
     def draw(self, image: Any, scale: int = 1) -> Image.Image:
@@ -510,35 +513,118 @@ class Grounding:
 
 @dataclass
 class Boxes3D:
-    """3D boxes in camera coordinates: (N, 7) [x, y, z, l, w, h, yaw], scores, labels; `bev`
-    an optional bird's-eye-view map (H, W) float."""
+    """3D boxes in KITTI camera coordinates (x right, y down, z forward): (N, 7) [x, y, z, l, w, h, yaw]
+    with (x, y, z) the bottom centre (KITTI's location) and yaw KITTI's rotation_y; scores, labels.
+    `bev` an optional bird's-eye-view map, (H, W) or per class (C, H, W) in [0, 1], rows z far -> near,
+    columns x left -> right over `bev_extent` (x_min, x_max, z_min, z_max) metres; `calib` the (3, 4) P2
+    of the input image (boxes are drawn into the image only with it)."""
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
     bev: np.ndarray | None = None
     class_names: list[str] | None = None
+    calib: np.ndarray | None = None
+    bev_extent: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 7)
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        if self.calib is not None:
+            self.calib = np.asarray(self.calib, dtype=np.float64).reshape(3, 4)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    def _name(self, label: int) -> str:
+        return self.class_names[label] if self.class_names and 0 <= label < len(self.class_names) else str(label)
+
+    def _corners(self) -> np.ndarray:
+        from zoo.data.kitti import box_corners
+
+        return box_corners(self.boxes) if len(self.boxes) else np.zeros((0, 8, 3))
+
+    def to_kitti(self) -> str:
+        """KITTI result lines `type trunc occ alpha x1 y1 x2 y2 h w l x y z ry score` (2D box from
+        the projection through `calib`, -1s without it)."""
+        from zoo.data.kitti import project
+
+        lines = []
+        for b, s, lab, corners in zip(self.boxes, self.scores, self.labels, self._corners()):
+            x, y, z, length, width, height, ry = (float(v) for v in b)
+            alpha = (ry - math.atan2(x, z) + math.pi) % (2 * math.pi) - math.pi
+            box2d = [-1.0] * 4
+            if self.calib is not None and corners[:, 2].min() > 0.1:
+                pix = project(corners, self.calib)
+                box2d = [float(pix[:, 0].min()), float(pix[:, 1].min()), float(pix[:, 0].max()), float(pix[:, 1].max())]
+            fields = [self._name(int(lab)).replace(" ", "_"), "-1", "-1", f"{alpha:.2f}", *(f"{v:.2f}" for v in box2d),
+                      f"{height:.2f}", f"{width:.2f}", f"{length:.2f}", f"{x:.2f}", f"{y:.2f}", f"{z:.2f}", f"{ry:.2f}", f"{float(s):.4f}"]
+            lines.append(" ".join(fields))
+        return "".join(line + "\n" for line in lines)
+
+    def to_json(self, include_bev: bool = False) -> dict[str, Any]:
+        """Boxes (center = the geometric centre, location = KITTI's bottom centre), the KITTI text
+        (`kitti`), class names; `include_bev` adds the BEV map(s) as 16-bit PNGs."""
+        out: dict[str, Any] = {
             "type": "boxes3d",
             "boxes": [
-                {"center": b[:3].round(3).tolist(), "size_lwh": b[3:6].round(3).tolist(), "yaw": round(float(b[6]), 4), "score": float(s), "label": int(lab)}
+                {"center": [round(float(b[0]), 3), round(float(b[1] - b[5] / 2), 3), round(float(b[2]), 3)],
+                 "location": b[:3].round(3).tolist(), "size_lwh": b[3:6].round(3).tolist(), "yaw": round(float(b[6]), 4),
+                 "score": float(s), "label": int(lab), "class_name": self._name(int(lab))}
                 for b, s, lab in zip(self.boxes, self.scores, self.labels)
             ],
+            "kitti": self.to_kitti(),
+            "class_names": self.class_names,
+            "bev_extent": list(self.bev_extent) if self.bev_extent is not None else None,
         }
+        if include_bev and self.bev is not None:
+            maps = self.bev if self.bev.ndim == 3 else self.bev[None]
+            out["bev"] = [encode_png16(m) for m in maps]
+        return out
+
+    def _bev_panel(self, size: int) -> Image.Image:
+        bev = np.asarray(self.bev, dtype=np.float32) if self.bev is not None else np.zeros((1, 64, 64), np.float32)
+        bev = bev[None] if bev.ndim == 2 else bev
+        if len(bev) == 1:
+            rgb = colormap_jet(bev[0] / max(1e-6, float(bev[0].max())))
+        else:  # per class: each class its palette colour, weighted by its probability, over dark grey
+            weight = np.clip(bev, 0, 1)[..., None]
+            colours = PALETTE[np.arange(len(bev)) % len(PALETTE)].astype(np.float32)[:, None, None]
+            rgb = (40 + (weight * (colours - 40)).max(0)).clip(0, 255).astype(np.uint8)
+        panel = Image.fromarray(rgb).resize((size, size), Image.NEAREST)
+        if self.bev_extent is None:
+            return panel
+        x0, x1, z0, z1 = self.bev_extent
+        pen = ImageDraw.Draw(panel)
+        to_px = lambda x, z: ((x - x0) / (x1 - x0) * size, (z1 - z) / (z1 - z0) * size)  # noqa: E731
+        from zoo.metrics.detection3d import footprints
+
+        for foot, lab in zip(footprints(self.boxes), self.labels):
+            colour = tuple(int(c) for c in PALETTE[int(lab) % len(PALETTE)])
+            pts = [to_px(x, z) for x, z in foot]
+            pen.polygon(pts, outline=(255, 255, 255))
+            pen.line([pts[0], pts[3]], fill=colour, width=2)
+        ex, ez = to_px(0.0, z0)
+        pen.polygon([(ex, ez - 6), (ex - 4, ez), (ex + 4, ez)], fill=(255, 255, 255))
+        return panel
 
     def draw(self, image: Any) -> Image.Image:
-        """The BEV map beside the image (boxes in the image need calibration: the family draws those)."""
+        """The image with the boxes projected into it (when `calib` is known) beside the BEV plot:
+        segmentation colours and box footprints, ego at the bottom centre."""
         out = _as_pil(image)
-        if self.bev is None:
+        if self.calib is not None and len(self.boxes):
+            from zoo.data.kitti import project
+
+            pen = ImageDraw.Draw(out)
+            edges = ((0, 1), (1, 2), (2, 3), (3, 0), (4, 5), (5, 6), (6, 7), (7, 4), (0, 4), (1, 5), (2, 6), (3, 7))
+            for corners, lab in zip(self._corners(), self.labels):
+                if corners[:, 2].min() <= 0.1:
+                    continue
+                pix = project(corners, self.calib)
+                colour = tuple(int(c) for c in PALETTE[int(lab) % len(PALETTE)])
+                for i, j in edges:
+                    pen.line([tuple(pix[i]), tuple(pix[j])], fill=colour, width=2 if (i, j) == (0, 1) else 1)
+        if self.bev is None and self.bev_extent is None:
             return out
-        bev = Image.fromarray(colormap_jet(self.bev / max(1e-6, float(self.bev.max())))).resize((out.height, out.height))
+        bev = self._bev_panel(out.height)
         canvas = Image.new("RGB", (out.width + bev.width, out.height))
         canvas.paste(out, (0, 0))
         canvas.paste(bev, (out.width, 0))

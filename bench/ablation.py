@@ -49,6 +49,7 @@ class Arm:
     train: dict[str, str] = field(default_factory=dict)  # training-config overrides (`--set` strings)
     step_share: float = 1.0  # fraction of the suite's --steps this arm trains
     description: str = ""
+    stage: str | None = None  # the card's training stage (None: its first)
 
 
 SUITES: dict[str, tuple[Arm, ...]] = {
@@ -87,7 +88,7 @@ def train_arm(arm: Arm, steps: int, seed: int, out: Path) -> dict[str, Any]:
     from zoo.weights import save_weights
 
     card = get_card(arm.model)
-    stage_name = next(iter(card.train_stages))
+    stage_name = arm.stage or next(iter(card.train_stages))
     stage = card.train_stages[stage_name]
     arm_steps = max(1, round(steps * arm.step_share))
     config = stage.config_cls()

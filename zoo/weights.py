@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 FORMAT_TAG = "zoo"
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")
 LIBRARY_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "pytorch_model.bin")
+# the component folders of a diffusers pipeline folder (`save_pretrained` of a DiffusionPipeline) that read_state merges
+PIPELINE_COMPONENTS = ("unet", "vae", "controlnet", "text_encoder", "transformer")
 
 
 class WeightsError(ValueError):
@@ -168,6 +170,10 @@ def read_state(path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     if path.is_dir():
         if (path / "model.safetensors").exists() and (path / "model.json").exists():
             return read_state(path / "model.safetensors")
+        components = [c for c in PIPELINE_COMPONENTS if (path / c).is_dir()]
+        if components and not any((path / name).exists() for name in LIBRARY_WEIGHT_FILES):
+            # a diffusers pipeline folder: each component's weights under its folder name
+            return {f"{c}.{key}": value for c in components for key, value in read_state(path / c)[0].items()}, False
         for name in LIBRARY_WEIGHT_FILES:
             if (path / name).exists():
                 return read_state(path / name)[0], False

@@ -212,6 +212,22 @@ def _randn(shape: Sequence[int], generator: torch.Generator | None, dtype: torch
     return noise.to(device) if device is not None else noise
 
 
+# iCT's two-step sampling (Song & Dhariwal 2023, Sec. 6): the intermediate noise level of CIFAR-10.
+TWO_STEP_SIGMA = 0.821
+
+
+def sampling_sigmas(steps: int, sigma_max: float = 80.0, sigma_min: float = 0.002, rho: float = 7.0) -> list[float]:
+    """Noise levels of an n-step consistency sample: [sigma_max] for one step, iCT's
+    [sigma_max, 0.821] for two, and the first n levels of an (n + 1)-level Karras grid beyond."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    if steps == 1:
+        return [sigma_max]
+    if steps == 2:
+        return [sigma_max, TWO_STEP_SIGMA]
+    return [float(s) for s in karras_sigmas(steps + 1, sigma_min, sigma_max, rho)[:-1]]
+
+
 @torch.no_grad()
 def sample_consistency(denoise: Denoiser, shape: Sequence[int], sigmas: Sequence[float],
                        generator: torch.Generator | None = None, sigma_min: float = SIGMA_MIN,

@@ -28,14 +28,12 @@ from torch import Tensor, nn
 
 from zoo.diffusion.autoencoder import AutoencoderConfig, DecoderGraph, EncoderGraph, LatentCodec
 from zoo.diffusion.autoencoder import preset_config as autoencoder_preset
-from zoo.diffusion.consistency import karras_sigmas, sample_consistency, sample_diffusion
+from zoo.diffusion.consistency import karras_sigmas, sample_consistency, sample_diffusion, sampling_sigmas
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import Generation
 
 from .model import LCTConfig, build_model
 
-# iCT's two-step sampling (Song & Dhariwal 2023, Sec. 6): the intermediate noise level of CIFAR-10.
-TWO_STEP_SIGMA = 0.821
 # EDM's deterministic Heun sampler with 18 noise levels (35 network calls), its CIFAR-10 setting.
 EDM_STEPS = 18
 
@@ -74,18 +72,6 @@ class LatentLCTConfig:
         f = 2 ** (len(self.autoencoder.block_out_channels) - 1)
         if self.image_size != self.net.latent_size * f:
             raise ValueError(f"image_size {self.image_size} != latent_size {self.net.latent_size} x f{f}")
-
-
-def sampling_sigmas(steps: int, sigma_max: float = 80.0, sigma_min: float = 0.002, rho: float = 7.0) -> list[float]:
-    """Noise levels of an n-step consistency sample: [sigma_max] for one step, iCT's
-    [sigma_max, 0.821] for two, and the first n levels of an (n + 1)-level Karras grid beyond."""
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
-    if steps == 1:
-        return [sigma_max]
-    if steps == 2:
-        return [sigma_max, TWO_STEP_SIGMA]
-    return [float(s) for s in karras_sigmas(steps + 1, sigma_min, sigma_max, rho)[:-1]]
 
 
 class LatentConsistencyModel(nn.Module):

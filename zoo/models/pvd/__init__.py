@@ -88,9 +88,10 @@ CARD = ModelCard(
             "joint referring detection and segmentation on RefCOCO-style data (procedural or the user's): centre loss, "
             "diffusion loss on box corners and polygon vertices through the Center Anchor Mechanism, Angle Summation "
             "Loss; finalize scores Acc@0.5, mIoU and oIoU on the val split",
-            # micro: a CPU-sized run; from scratch, lr 1e-3 and clip 1.0 (see docs/models/pvd.md)
+            # micro: a CPU-sized run; from scratch, lr 1e-3, clip 1.0, EMA 0.99 (0.999 over a 1,000-step run kept 37 % of the
+            # random init in the average: Acc@0.5 0.002 for the EMA weights vs 0.40 for the raw ones, measured)
             variant_defaults={"micro": {"steps": 6000, "batch_size": 32, "lr": 1e-3, "grad_clip": 1.0, "train_images": 1500,
-                                        "val_images": 100, "log_every": 50, "ckpt_every": 500, "ema_decay": 0.999}},
+                                        "val_images": 100, "log_every": 50, "ckpt_every": 500, "ema_decay": 0.99}},
             train_graph="denoise",
         ),
     },

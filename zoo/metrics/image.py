@@ -66,3 +66,59 @@ def restoration_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, f
     """All four at once: psnr, ssim, laplacian_error, edge_f1."""
     return {"psnr": psnr(pred, target), "ssim": ssim(pred, target),
             "laplacian_error": laplacian_error(pred, target), "edge_f1": edge_f1(pred, target)}
+
+
+# --------------------------------------------------------------------------- super-resolution (HF-Diff)
+
+
+def rgb_to_y(image: torch.Tensor) -> torch.Tensor:
+    """ITU-R BT.601 luma of RGB in [0, 1], in [16/255, 235/255] (MATLAB `rgb2ycbcr`, the SR convention)."""
+    x = _batch(image)
+    weights = torch.tensor([65.481, 128.553, 24.966], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return ((x * weights).sum(dim=1, keepdim=True) + 16.0) / 255.0
+
+
+def _shave(x: torch.Tensor, border: int) -> torch.Tensor:
+    return x[..., border : x.shape[-2] - border, border : x.shape[-1] - border] if border else x
+
+
+def psnr_y(pred: torch.Tensor, target: torch.Tensor, border: int = 0) -> float:
+    """PSNR on the Y channel (torchmetrics), `border` pixels shaved on each side (SR papers shave the scale)."""
+    p, t = _shave(rgb_to_y(_batch(pred).clamp(0, 1)), border), _shave(rgb_to_y(target), border)
+    return float(peak_signal_noise_ratio(p, t, data_range=1.0))
+
+
+def ssim_y(pred: torch.Tensor, target: torch.Tensor, border: int = 0) -> float:
+    """SSIM on the Y channel (torchmetrics, Gaussian window 11, sigma 1.5)."""
+    p, t = _shave(rgb_to_y(_batch(pred).clamp(0, 1)), border), _shave(rgb_to_y(target), border)
+    return float(structural_similarity_index_measure(p, t, data_range=1.0))
+
+
+def haar_bands(image: torch.Tensor, levels: int = 1) -> list[torch.Tensor]:
+    """Orthonormal Haar detail bands (LH, HL, HH stacked, (B, 3C, H/2^l, W/2^l)) of each level, finest first."""
+    x = _batch(image)
+    out = []
+    for _ in range(levels):
+        x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
+        a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
+        c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
+        out.append(torch.cat([(a + b - c - d) / 2, (a - b + c - d) / 2, (a - b - c + d) / 2], dim=1))
+        x = (a + b + c + d) / 2
+    return out
+
+
+def wavelet_hf_error(pred: torch.Tensor, target: torch.Tensor, levels: int = 2) -> float:
+    """High-frequency error: mean squared difference of the Haar detail bands over `levels` levels
+    (energy of the error in the wavelet high-pass bands, summed over levels, per pixel of the input);
+    a blurry prediction of a sharp image scores high, as does hallucinated texture that is wrong."""
+    p, t = _batch(pred).clamp(0, 1), _batch(target)
+    total = 0.0
+    for bp, bt in zip(haar_bands(p, levels), haar_bands(t, levels)):
+        total += float(((bp - bt) ** 2).sum()) / t[..., :1, :, :].numel() / t.shape[1]
+    return total
+
+
+def sr_metrics(pred: torch.Tensor, target: torch.Tensor, border: int = 4) -> dict[str, float]:
+    """PSNR-Y, SSIM-Y (border shaved) and the wavelet high-frequency error of an SR result."""
+    return {"psnr_y": psnr_y(pred, target, border), "ssim_y": ssim_y(pred, target, border),
+            "hf_error": wavelet_hf_error(pred, target)}

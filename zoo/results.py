@@ -569,7 +569,7 @@ class Boxes3D:
                 {"center": [round(float(b[0]), 3), round(float(b[1] - b[5] / 2), 3), round(float(b[2]), 3)],
                  "location": b[:3].round(3).tolist(), "size_lwh": b[3:6].round(3).tolist(), "yaw": round(float(b[6]), 4),
                  "score": float(s), "label": int(lab), "class_name": self._name(int(lab))}
-                for b, s, lab in zip(self.boxes, self.scores, self.labels)
+                for b, s, lab in zip(self.boxes.astype(np.float64), self.scores, self.labels)
             ],
             "kitti": self.to_kitti(),
             "class_names": self.class_names,

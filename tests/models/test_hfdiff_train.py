@@ -45,8 +45,10 @@ def test_inn_and_teacher_losses_fall(model):
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_distill_hf_and_dino_steps(model, tmp_path):
-    model.mark_ready("teacher")
+def test_distill_hf_and_dino_steps(tmp_path):
+    torch.manual_seed(0)
+    model = HFDiffModel(micro_config())
+    model.mark_ready("codec"), model.mark_ready("teacher")
     with pytest.raises(ValueError, match="INN"):
         fresh = HFDiffModel(micro_config())
         fresh.mark_ready("codec"), fresh.mark_ready("teacher")
@@ -57,8 +59,8 @@ def test_distill_hf_and_dino_steps(model, tmp_path):
     assert set(out) >= {"loss", "distill", "inverse", "gt"} and "hf" not in out
     model.mark_ready("inn")
     hf = DistillTrainable(model, HFTrainConfig())
-    losses = fit_one_batch(hf, _batch(), torch.optim.Adam(model.unet.parameters(), lr=1e-3), 8, reseed=5)
-    assert losses[-1] < 0.95 * losses[0]
+    losses = fit_one_batch(hf, _batch(), torch.optim.Adam(model.unet.parameters(), lr=1e-3), 5, reseed=5)
+    assert losses[-1] < 0.9 * losses[0]
     dino = DistillTrainable(model, DinoTrainConfig(), load_dino("random-small"))
     out = dino.training_step(_batch())
     assert torch.isfinite(out["js"]) and 0 <= float(out["js"]) <= 0.6932

@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 from zoo.data._io import list_images, read_rgb
 from zoo.data._rng import rng_for
 
-DEGRADED_NAMES = ("degraded", "input", "img", "blur", "noisy", "lq")
-CLEAN_NAMES = ("clean", "gt", "target", "sharp", "hq")
+DEGRADED_NAMES = ("degraded", "input", "img", "blur", "noisy", "lq", "lr", "LR", "LQ")  # lr/LR: super-resolution sets
+CLEAN_NAMES = ("clean", "gt", "target", "sharp", "hq", "hr", "HR", "GT")
 
 
 def _find(root: Path, names: tuple[str, ...]) -> Path:

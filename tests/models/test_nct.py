@@ -170,6 +170,10 @@ def test_pipeline_returns_a_generation_with_its_control(micro):
     assert np.array_equal(given.condition, edges)
     with pytest.raises(ValueError, match="needs an image"):
         micro.predict(None)
+    # the base's class follows the picture (zoo's shapes classifier) unless asked for
+    star = micro.predict("zoo/models/nct/examples/star.png", count=2)
+    assert star.info["class_names"] == ["star", "star"] and star.info["class_from"] == "picture"
+    assert micro.predict("zoo/models/nct/examples/star.png", class_label="ring").info["class_names"] == ["ring"]
 
 
 TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,

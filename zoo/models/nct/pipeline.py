@@ -42,22 +42,35 @@ class NCTPipeline(Pipeline):
                           note=f"one forward pass of the generator with its {self.config.control} adapter, then the decoder "
                                f"({size}x{size}, the size it was trained at)")]
 
-    def control_image(self, item: Any, extract: bool) -> torch.Tensor:
-        """(3, S, S) control in [0, 1] from a picture (extracted) or a control image (taken as is)."""
+    def control_image(self, item: Any, extract: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(control (3, S, S) in [0, 1], the picture it was taken from or None): extracted from a picture,
+        or the input taken as the control itself."""
         image = load_image(item)
         size = self.config.image_size
         if extract:
-            return extract_control(self.config.control, to_tensor(image, size)[None])[0]
-        return to_tensor(image.resize((size, size), Image.Resampling.NEAREST))
+            picture = to_tensor(image, size)
+            return extract_control(self.config.control, picture[None])[0], picture
+        return to_tensor(image.resize((size, size), Image.Resampling.NEAREST)), None
 
-    def class_labels(self, seeds: list[int], class_label: int | None) -> torch.Tensor | None:
-        """The class of each image: the one asked for, or one drawn from the image's seed (lct's rule)."""
+    def class_labels(self, seeds: list[int], class_label: int | None, pictures: list[torch.Tensor | None]) -> tuple[torch.Tensor | None, str]:
+        """The class of each image (a class-conditional base) and where it came from: the one asked for
+        ("option"); else the class zoo's shapes classifier sees in the input picture ("picture"), so that the
+        base's class does not fight the control taken from it; else one drawn from the image's seed ("seed")."""
         n = self.model.num_classes
         if not n:
-            return None
+            return None, "none"
         if class_label is not None:
-            return torch.full((len(seeds),), int(class_label), dtype=torch.int64)
-        return torch.tensor([int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(s + 7919))) for s in seeds])
+            return torch.full((len(seeds),), int(class_label), dtype=torch.int64), "option"
+        if all(p is not None for p in pictures):
+            from zoo.metrics.feature_net import load_feature_net
+
+            net = load_feature_net()
+            columns = [net.classes.index(f"shapes/{name}") for name in self.config.class_names if f"shapes/{name}" in net.classes]
+            if len(columns) == n:
+                with torch.no_grad():
+                    logits = net.logits(torch.stack([p for p in pictures if p is not None]))
+                return logits[:, columns].argmax(1).to(torch.int64), "picture"
+        return torch.tensor([int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(s + 7919))) for s in seeds]), "seed"
 
     def _predict(self, items: list[Any], seed: int = 0, count: int = 1, class_label: int | None = None,
                  extract: bool = True, **_: Any) -> list[Generation]:
@@ -68,13 +81,18 @@ class NCTPipeline(Pipeline):
                              f"{self.config.control} control from, or the control itself with extract=false")
         count = max(1, int(count))
         started = time.perf_counter()
-        controls = [self.control_image(item, bool(extract)) for item in items]
+        prepared_items = [self.control_image(item, bool(extract)) for item in items]
+        controls = [c for c, _ in prepared_items]
         prepared = time.perf_counter()
         seeds = [int(seed) + i % count for i in range(len(items) * count)]
         shape = self.model.noise_shape
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
         control = torch.stack([controls[i // count] for i in range(len(seeds))])
-        labels = self.class_labels(seeds, class_label)
+        per_item, class_from = self.class_labels(list(range(len(items))), class_label, [p for _, p in prepared_items])
+        if class_from == "seed":
+            labels = self.class_labels(seeds, None, [None])[0]
+        else:
+            labels = per_item[[i // count for i in range(len(seeds))]] if per_item is not None else None
         images = []
         for start in range(0, len(seeds), self.max_batch):
             part = slice(start, start + self.max_batch)
@@ -88,6 +106,7 @@ class NCTPipeline(Pipeline):
             info: dict[str, Any] = {"control": self.config.control, "network_calls": 1, "extracted": bool(extract)}
             if labels is not None and self.config.class_names:
                 info["class_names"] = [self.config.class_names[int(v)] for v in labels[part]]
+                info["class_from"] = class_from
             results.append(Generation([_to_uint8(im) for im in generated[part]], seeds=seeds[part], steps=1, timings=timings,
                                       info=info, condition=_to_uint8(ctrl)))
         return results

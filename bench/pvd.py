@@ -1,7 +1,7 @@
 """PVD evidence at CPU size (issue #18): held-out grounding accuracy and the paper's claims as ablations.
 
     python -m bench.pvd ablation --steps 600 --seeds 0,1,2 --out runs/pvd-ablation
-    python -m bench.pvd steps --weights zoo/models/pvd/weights/micro-demo.safetensors
+    python -m bench.pvd steps --weights runs/pvd-ablation/pvd-seed0/model.safetensors,...   # one model per seed
     python -m bench.pvd report bench/results/pvd-ablation-cpu-DATE.json
 
 `ablation`: three arms, each one `zoo train pvd --variant micro` run per seed through the card's
@@ -14,8 +14,9 @@ expressions that need a relation):
   centre: the paper's CAM claim is on accuracy and on the stability of the training loss, reported
   here as the coefficient of variation (std / mean) of the logged diffusion loss over the second half
   of the run (a ratio, since the two arms' signals have different units).
-`steps`: one trained model, DDIM steps 1, 2, 4, 8 against accuracy and time per expression (one
-thread, batch 16, interleaved rounds, median).
+`steps`: trained models (one per seed; default the demo weights), DDIM steps 1, 2, 4, 8 against
+accuracy and time per expression (one thread, batch 16, interleaved rounds, median), mean +- std
+over the models.
 
 The table prints mean +- sample std over seeds. Writes bench/results/pvd-<suite>-cpu-<date>.json.
 """
@@ -98,7 +99,7 @@ def ablation(steps: int, seeds: list[int], out: Path, batch: int) -> dict[str, A
 
 
 @torch.no_grad()
-def steps_sweep(weights: str, step_counts: list[int], expressions: int, rounds: int) -> dict[str, Any]:
+def steps_sweep_one(weights: str, step_counts: list[int], expressions: int, rounds: int) -> dict[str, Any]:
     from zoo.models.pvd.pipeline import normalise
     from zoo.models.pvd.tokenizer import encode
     from zoo.models.pvd.train import PVDTrainConfig, collate, evaluate, referring_sets
@@ -119,18 +120,26 @@ def steps_sweep(weights: str, step_counts: list[int], expressions: int, rounds: 
     for n in step_counts:
         metrics = evaluate(pipeline.model, val, n, limit=expressions)
         out["per_steps"][n] = {**{k: metrics.get(k) for k in KEYS}, "ms_per_expression": 1000 * statistics.median(times[n])}
-        log(f"pvd steps {n}: " + ", ".join(f"{k} {metrics.get(k, float('nan')):.3f}" for k in KEYS)
+        log(f"pvd steps {n} ({weights}): " + ", ".join(f"{k} {metrics.get(k, float('nan')):.3f}" for k in KEYS)
             + f", {out['per_steps'][n]['ms_per_expression']:.1f} ms/expression")
     return out
+
+
+def steps_sweep(weights: list[str], step_counts: list[int], expressions: int, rounds: int) -> dict[str, Any]:
+    """Each model's sweep, then mean +- std over the models (one model per seed) for each step count."""
+    models = [steps_sweep_one(w, step_counts, expressions, rounds) for w in weights]
+    summary = {n: {k: _mean_std([m["per_steps"][n][k] for m in models if m["per_steps"][n][k] is not None])
+                   for k in (*KEYS, "ms_per_expression")} for n in step_counts}
+    return {"models": models, "steps_summary": summary}
 
 
 def print_table(result: dict[str, Any]) -> None:
     if "summary" in result:
         rows = [[name, *(f"{s[k]['mean']:.3f} +- {s[k]['std']:.3f}" for k in (*KEYS, "loss_cv"))] for name, s in result["summary"].items()]
         print(format_table(rows, ["arm", *KEYS, "loss_cv"]))
-    if "per_steps" in result:
-        rows = [[n, *(f"{v[k]:.3f}" if v.get(k) is not None else "-" for k in KEYS), f"{v['ms_per_expression']:.1f}"]
-                for n, v in result["per_steps"].items()]
+    if "steps_summary" in result:
+        rows = [[n, *(f"{v[k]['mean']:.3f} +- {v[k]['std']:.3f}" for k in KEYS), f"{v['ms_per_expression']['mean']:.1f}"]
+                for n, v in result["steps_summary"].items()]
         print(format_table(rows, ["steps", *KEYS, "ms/expr"]))
 
 
@@ -143,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--batch", type=int, default=16)
     a.add_argument("--out", type=Path, default=Path("runs/pvd-ablation"))
     s = sub.add_parser("steps")
-    s.add_argument("--weights", default="zoo/models/pvd/weights/micro-demo.safetensors")
+    s.add_argument("--weights", default="zoo/models/pvd/weights/micro-demo.safetensors", help="comma-separated: one model per seed")
     s.add_argument("--steps", default="1,2,4,8")
     s.add_argument("--expressions", type=int, default=300)
     s.add_argument("--rounds", type=int, default=8)
@@ -159,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "ablation":
         result = ablation(args.steps, [int(x) for x in args.seeds.split(",")], args.out, args.batch)
     else:
-        result = steps_sweep(args.weights, [int(x) for x in args.steps.split(",")], args.expressions, args.rounds)
+        result = steps_sweep(args.weights.split(","), [int(x) for x in args.steps.split(",")], args.expressions, args.rounds)
     document = new_document(f"pvd-{args.suite}", quick=False, machine=machine_info(threads), result=result)
     path = write_document(document, args.results)
     print_table(result)

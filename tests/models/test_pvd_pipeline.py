@@ -47,3 +47,30 @@ def test_seed_and_steps(pvd):
     assert not np.allclose(pvd.predict(item, steps=1).polygon, pvd.predict(item, steps=8).polygon)
     with pytest.raises(ValueError, match="steps"):
         pvd.predict(item, steps=-1)
+
+
+def test_rest_answers_400_naming_the_expression():
+    import io
+    import time
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from serving import create_app
+
+    buf = io.BytesIO()
+    Image.fromarray(_image()).save(buf, format="PNG")
+
+    def post(client, text):
+        return client.post("/models/pvd/predict", files={"image": ("a.png", buf.getvalue(), "image/png")}, data={"expression": text})
+
+    with TestClient(create_app(["pvd:micro"])) as client:
+        for _ in range(240):  # the model loads on its first request
+            response = post(client, "the red circle")
+            if response.status_code != 503:
+                break
+            time.sleep(0.25)
+        assert response.status_code == 200 and response.json()["result"]["type"] == "grounding"
+        for text, message in (("   ", "'expression' is empty"), ("the red circle " * 8, "too long"), ("", "'expression'")):
+            response = post(client, text)
+            assert response.status_code == 400 and message in response.json()["error"], response.text

@@ -104,7 +104,7 @@ _MICRO_STAGES = {
 
 
 def _stage(build, cls, text, name):  # type: ignore[no-untyped-def]
-    return TrainStage(build, cls, text, variant_defaults={"micro": dict(_MICRO_STAGES[name])}, train_graph="sr")
+    return TrainStage(build, cls, text, variant_defaults={"micro": dict(_MICRO_STAGES[name])}, train_graph="teacher_step")
 
 
 CARD = ModelCard(

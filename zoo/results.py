@@ -481,9 +481,9 @@ class Grounding:
         self.score = float(self.score)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"type": "grounding", "expression": self.expression, "box": self.box.round(2).tolist(), "score": self.score}
+        out: dict[str, Any] = {"type": "grounding", "expression": self.expression, "box": self.box.astype(np.float64).round(2).tolist(), "score": self.score}
         if self.polygon is not None:
-            out["polygon"] = np.asarray(self.polygon).round(2).tolist()
+            out["polygon"] = np.asarray(self.polygon, dtype=np.float64).round(2).tolist()  # float64: float32 rounding prints 17.3199...
         if self.mask is not None:
             out["mask"] = mask_rle(self.mask)
         return out

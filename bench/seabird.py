@@ -2,7 +2,7 @@
 
     python -m bench.seabird theory                                   # closed form + Monte Carlo, plot + JSON
     python -m bench.seabird ablation --steps 250 --seeds 0,1,2 --workers 3   # dice vs no seg vs L1 seg, AP large / car
-    python -m bench.seabird ablation --steps 150 --init runs/seabird-seg/model.safetensors --tag ft --out runs/seabird-ablation-ft
+    python -m bench.seabird ablation --steps 100 --init runs/seabird-seg/model.safetensors --tag ft --out runs/seabird-ablation-ft
     python -m bench.seabird report bench/results/seabird-ablation-cpu-DATE.json
 
 `theory` (paper Sec. 3, Lemma 1 / Theorem 1; official `PanopticBEV/plot/plot_convergence_analysis.py`):

@@ -162,18 +162,18 @@ def test_pipeline_returns_a_generation_with_its_control(micro):
     assert out.condition.shape == (32, 32, 3) and set(np.unique(out.condition)) <= {0, 255}  # a binary edge map
     assert out.draw().size == (4 * 32, 32)  # the control first, then the images, in one row
     assert "condition_png_base64" in out.to_json() and out.to_json(include_images=False).get("condition_png_base64") is None
-    alone = micro.predict(picture, seed=6)
+    alone = micro.predict(picture, seed=6, count=1)
     assert np.abs(alone.images[0].astype(int) - out.images[1]).max() <= 1  # each image its own noise (within a uint8 level)
     edges = np.zeros((32, 32, 3), np.uint8)
     edges[8:24, 8] = 255
-    given = micro.predict(edges, extract=False)
+    given = micro.predict(edges, extract=False, count=1)
     assert np.array_equal(given.condition, edges)
     with pytest.raises(ValueError, match="needs an image"):
         micro.predict(None)
     # the base's class follows the picture (zoo's shapes classifier) unless asked for
     star = micro.predict("zoo/models/nct/examples/star.png", count=2)
     assert star.info["class_names"] == ["star", "star"] and star.info["class_from"] == "picture"
-    assert micro.predict("zoo/models/nct/examples/star.png", class_label="ring").info["class_names"] == ["ring"]
+    assert micro.predict("zoo/models/nct/examples/star.png", class_label="ring", count=1).info["class_names"] == ["ring"]
 
 
 TINY_UNET = dict(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,

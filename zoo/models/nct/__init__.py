@@ -104,8 +104,9 @@ def _card(control: str) -> ModelCard:
         inputs=(InputSpec("image", "image", help=f"a picture to take {WHAT[control]} from (extract=true), or the control "
                                                  "image itself (extract=false)"),),
         options=(
-            OptionSpec("seed", "int", 0, "seed of the first image's noise (image i uses seed + i)", minimum=0, maximum=1_000_000),
-            OptionSpec("count", "int", 1, "images per input, all following its control", minimum=1, maximum=16),
+            OptionSpec("seed", "int", 0, "seed of the first image's noise (image i of an input uses seed + i)", minimum=0, maximum=1_000_000),
+            OptionSpec("count", "int", 4, "images per input (seeds seed ... seed + count - 1), all following its control",
+                       minimum=1, maximum=16),
             OptionSpec("extract", "bool", True, f"take {WHAT[control]} from the input picture; false: the input is the control"),
             OptionSpec("class_label", "label", None, "the base's class (class-conditional micro base); unset: the class zoo's shapes "
                        "classifier sees in the input picture, or drawn from the seed when the input is a control", choices=SHAPES),

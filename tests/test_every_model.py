@@ -4,6 +4,7 @@ without editing this file."""
 import numpy as np
 import pytest
 import torch
+from registry_inputs import example_inputs
 
 from zoo import registry, results
 from zoo.weights import save_weights
@@ -29,16 +30,7 @@ def test_declared_parameter_counts(name):
 
 def _inputs_for(card, rng):
     """Two example inputs following the card's typed inputs (None for a generator)."""
-    if not card.inputs:
-        return [None, None]
-    if len(card.inputs) == 1 and card.inputs[0].is_image:
-        return [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)]
-    if len(card.image_inputs) == 1 and all(i.is_image or i.kind == "text" or not i.required for i in card.inputs):
-        # image + text (e.g. a referring expression): a short sentence for each required text input
-        images = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8), rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)]
-        return [{s.name: image if s.is_image else "the small red triangle left of the blue circle" for s in card.inputs if s.required}
-                for image in images]
-    pytest.skip(f"{card.name}: a registry-wide example for inputs {[i.kind for i in card.inputs]} is not written yet")
+    return example_inputs(card, rng, count=2)
 
 
 def _content(result):

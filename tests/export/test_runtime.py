@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import toys
+from registry_inputs import example_inputs
 
 from export.common import FP32_TOLERANCE, ExportError, compare, dims_from_inputs
 from export.fp16 import fp16_tolerance
@@ -59,12 +60,7 @@ def test_image_predictions_match(name, exports):
     """predict() on images (or seeds, for a generator): pre- and postprocessing unchanged, results equal."""
     card = registry.get_card(name)
     rng = np.random.default_rng(0)
-    if not card.inputs:  # a generator: the sampling loop over the exported graphs
-        images = [None] * 3
-    elif len(card.inputs) == 1 and card.inputs[0].is_image:
-        images = [rng.integers(0, 255, (40, 56, 3), dtype=np.uint8) for _ in range(3)]
-    else:
-        pytest.skip(f"{name}: inputs {[i.kind for i in card.inputs]} have no registry-wide example yet")
+    images = example_inputs(card, rng, count=3)  # seeds for a generator: the sampling loop over the exported graphs
     out, _, weights = exports.get(name, "onnx")
     want = registry.create_model(name, "micro", weights=weights).predict(images)
     got = registry.create_model(name, "micro", weights=weights, backend="onnxruntime", export_dir=out).predict(images)

@@ -104,3 +104,18 @@ def test_mounted_demo_needs_the_key_when_one_is_set(fakes, image_path):
         client = gradio_client.Client(server.url + "/demo/", auth=("zoo", "k3y"), verbose=False)
         _, document = client.predict(gradio_client.handle_file(image_path), None, 1.0, api_name="/" + api_name(FAKE))
         assert document["map_shape"] == [20, 28]
+
+
+def test_bundled_examples_bring_their_text():
+    """An image example with a STEM.txt beside it fills the card's text input too (PVD's expression),
+    so clicking the example and Run works."""
+    from demos.app import _example_rows
+    from zoo.registry import get_card
+
+    card = get_card("pvd")
+    rows = _example_rows(card)
+    names = [spec.name for spec in card.inputs]
+    assert rows and all(row[names.index("expression")] for row in rows)
+    from pathlib import Path
+
+    assert rows[0][names.index("expression")] == Path(card.examples[0]).with_suffix(".txt").read_text().strip()

@@ -218,8 +218,10 @@ def click_visible(page: Browser, selector: str, nth: int = 0) -> None:
 
 def run_first_example(page: Browser, timeout_s: float = 120) -> None:
     """Clicks the visible tab's first bundled example (if any), then Run, and waits for the result image."""
-    if visible_count(page, ".gallery-item, button.gallery-item, [data-testid=dataset] button") > 0:
-        click_visible(page, ".gallery-item, [data-testid=dataset] button")
+    # one-input examples are a gallery of buttons; several inputs (image + text) a table of rows
+    examples = ".gallery-item, [data-testid=dataset] button, [data-testid=dataset] tbody tr, tr.tr-body"
+    if visible_count(page, examples) > 0:
+        click_visible(page, examples)
         time.sleep(1.0)
     before = page.evaluate(f"[...document.querySelectorAll('img')].filter({VISIBLE}).map(i => i.src)")
     click_visible(page, "button.primary, button.lg.primary")

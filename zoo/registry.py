@@ -342,6 +342,22 @@ class Metric:
     date: str
 
 
+def sidecar_metrics(sidecar: Path, variant: str, data: str, keys: Sequence[str] | Callable[[str], bool],
+                    command: str | None = None) -> tuple[Metric, ...]:
+    """A card's measured metrics from its bundled weights' JSON sidecar (written by `zoo train`): the
+    metrics named in `keys` (or those `keys(name)` accepts), rounded to 4 digits, with the sidecar's
+    command (or `command`) and date (or the file's); () while the weights are not bundled."""
+    import time
+
+    if not sidecar.is_file():
+        return ()
+    meta = json.loads(sidecar.read_text())
+    date = meta.get("date") or time.strftime("%Y-%m-%d", time.gmtime(sidecar.stat().st_mtime))
+    wanted = keys if callable(keys) else (lambda name: name in keys)
+    return tuple(Metric(key, round(float(value), 4), variant, data, command or meta["command"], date)
+                 for key, value in sorted(meta.get("metrics", {}).items()) if wanted(key))
+
+
 @dataclass
 class ModelCard:
     name: str

@@ -154,6 +154,16 @@ def flatten_state(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     return flat
 
 
+def unnest(state: dict[str, Any], heads: Sequence[str]) -> dict[str, Any]:
+    """The part of a flattened checkpoint under the first of `heads` it holds ("ema", "model", ...: the
+    `head.` prefix dropped), or the whole state when it holds none."""
+    for head in heads:
+        sub = {k[len(head) + 1:]: v for k, v in state.items() if k.startswith(head + ".")}
+        if sub:
+            return sub
+    return state
+
+
 def resolve_weights_path(model: str, spec: str | Path) -> Path:
     """A path as given, or a name in the local store ($ZOO_HOME/weights/MODEL/NAME[.safetensors])."""
     path = Path(spec).expanduser()

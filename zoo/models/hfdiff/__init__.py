@@ -25,11 +25,9 @@ form and weight 0.1 (loss.py); the micro variant's sizes and CPU schedule; the o
 noise as an input so a seed reproduces an image on every runtime.
 """
 
-import json
-import time
 from pathlib import Path
 
-from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model, sidecar_metrics
 
 from .convert import convert_state_dict, load_official, merge_official
 from .invertible import InvertibleConfig, InvertibleNet
@@ -81,13 +79,7 @@ DEMO_DATA = "32 held-out 64x64 GT crops (bundled photographs + textures, Real-ES
 
 def _demo_metrics() -> tuple[Metric, ...]:
     """The bundled demo weights' final metrics (their JSON sidecar, written by `zoo train`)."""
-    sidecar = WEIGHTS / "micro-demo.json"
-    if not sidecar.is_file():
-        return ()
-    meta = json.loads(sidecar.read_text())
-    date = meta.get("date") or time.strftime("%Y-%m-%d", time.gmtime(sidecar.stat().st_mtime))
-    return tuple(Metric(key, round(float(value), 4), "micro", DEMO_DATA, meta["command"], date)
-                 for key, value in sorted(meta.get("metrics", {}).items()) if key.split("_")[0] in ("bicubic", "student"))
+    return sidecar_metrics(WEIGHTS / "micro-demo.json", "micro", DEMO_DATA, lambda key: key.split("_")[0] in ("bicubic", "student"))
 
 
 # micro: CPU-sized stages on 64x64 GT crops; lr 1e-3 / 5e-4 to move in minutes (the paper's 2.5e-5 is for

@@ -14,13 +14,11 @@ The schedules, the consistency parametrisation and the samplers are shared with 
 and live in `zoo.diffusion.consistency`.
 """
 
-import json
-import time
 from dataclasses import replace
 from pathlib import Path
 
 from zoo.data.generation import class_names
-from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model, sidecar_metrics
 
 from .convert import convert_state_dict
 from .model import ADMUNet, DiT, LCTConfig, build_model, preset_config
@@ -54,13 +52,7 @@ DEMO_DATA = ("512 generated images against 512 held-out procedural 32x32 shapes 
 
 def _demo_metrics() -> tuple[Metric, ...]:
     """The bundled demo weights' own final metrics (their JSON sidecar, written by `zoo train`)."""
-    sidecar = WEIGHTS / "micro-demo.json"
-    if not sidecar.is_file():
-        return ()
-    meta = json.loads(sidecar.read_text())
-    date = time.strftime("%Y-%m-%d", time.gmtime(sidecar.stat().st_mtime))
-    return tuple(Metric(key, round(float(value), 4), "micro", DEMO_DATA, meta["command"], meta.get("date", date))
-                 for key, value in sorted(meta.get("metrics", {}).items()) if key.startswith(("fid", "precision", "recall")))
+    return sidecar_metrics(WEIGHTS / "micro-demo.json", "micro", DEMO_DATA, lambda key: key.startswith(("fid", "precision", "recall")))
 
 
 CARD = ModelCard(

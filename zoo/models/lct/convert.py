@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.weights import WeightsError, preview_names
+from zoo.weights import WeightsError, preview_names, unnest
 
 # Where a training checkpoint keeps the network, in order of preference.
 NETWORK_KEYS = ("ema", "ema_model", "target_model", "model", "state_dict", "net")
@@ -40,11 +40,7 @@ def _dropped(key: str, value: Tensor, expected: set[str]) -> bool:
 def network_state(state: dict[str, Any], expected: set[str]) -> dict[str, Tensor]:
     """The network's own keys from a flat checkpoint (nested dicts flattened with dots);
     `expected`: our network's keys (without the `denoiser.net.` prefix)."""
-    for head in NETWORK_KEYS:
-        sub = {k[len(head) + 1:]: v for k, v in state.items() if k.startswith(head + ".")}
-        if sub:
-            state = sub
-            break
+    state = unnest(state, NETWORK_KEYS)
     out = {}
     for key, value in state.items():
         if not isinstance(value, Tensor) or key.startswith(VAE_PREFIXES):

@@ -20,12 +20,10 @@ Three cards, one a control (so the demo has a tab per control): `nct-canny`, `nc
 single-shape images its micro segmenter (trained on 128-px multi-shape scenes) has nothing to segment.
 """
 
-import json
-import time
 from pathlib import Path
 
 from zoo.data.generation import class_names
-from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model, sidecar_metrics
 
 from .controls import CONTROLS, canny_edges, colour_layout, control_consistency, extract_control, low_resolution
 from .convert import convert_state_dict, load_diffusers_base
@@ -66,13 +64,7 @@ WHAT = {"canny": "Canny edges", "lowres": "a low-resolution image (8x super-reso
 
 
 def _metrics(control: str) -> tuple[Metric, ...]:
-    sidecar = WEIGHTS / f"micro-{control}.json"
-    if not sidecar.is_file():
-        return ()
-    meta = json.loads(sidecar.read_text())
-    date = meta.get("date") or time.strftime("%Y-%m-%d", time.gmtime(sidecar.stat().st_mtime))
-    return tuple(Metric(key, round(float(value), 4), "micro", DEMO_DATA, meta["command"], date)
-                 for key, value in sorted(meta.get("metrics", {}).items()) if key in ("consistency_nct", "consistency_base", "fid_vs_base"))
+    return sidecar_metrics(WEIGHTS / f"micro-{control}.json", "micro", DEMO_DATA, ("consistency_nct", "consistency_base", "fid_vs_base"))
 
 
 def _card(control: str) -> ModelCard:

@@ -17,16 +17,14 @@ choices, named in model.py.
 - `convert.py`: transformers BERT checkpoints for the text encoder; PVD checkpoints saved elsewhere.
 """
 
-import json
-import time
 from pathlib import Path
 
-from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model, sidecar_metrics
 
 from .convert import convert_state_dict, load_text_encoder
 from .loss import angle_descriptor, angle_sum, angle_summation_loss, centre_loss, diffusion_loss, winding_angle_sum
 from .model import PVDConfig, PVDModel, VertexDenoiser, preset_config
-from .pipeline import PVDPipeline
+from .pipeline import EXPRESSION_INPUT, PVDPipeline
 from .train import PVDTrainable, PVDTrainConfig, build_task, evaluate
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -36,20 +34,12 @@ EXAMPLES = Path(__file__).parent / "examples"
 # 2,049,000) and Google's BERT-base uncased without the pooler (109,482,240 with the 590,592-parameter pooler).
 RESNET101_FEATURES = 42_500_160
 BERT_BASE_NO_POOLER = 108_891_648
-MAX_EXPRESSION_CHARS = 200
 DEMO_DATA = "held-out procedural referring expressions (zoo.data.referring, split val, seed 0, 96x96)"
 
 
 def _demo_metrics() -> tuple[Metric, ...]:
     """The bundled demo weights' own final metrics (their JSON sidecar, written by `zoo train`)."""
-    sidecar = WEIGHTS / "micro-demo.json"
-    if not sidecar.is_file():
-        return ()
-    meta = json.loads(sidecar.read_text())
-    date = time.strftime("%Y-%m-%d", time.gmtime(sidecar.stat().st_mtime))
-    keys = ("acc@0.5", "acc@0.5_relation", "mIoU", "oIoU")
-    return tuple(Metric(key, round(float(value), 4), "micro", DEMO_DATA, meta["command"], meta.get("date", date))
-                 for key, value in sorted(meta.get("metrics", {}).items()) if key in keys)
+    return sidecar_metrics(WEIGHTS / "micro-demo.json", "micro", DEMO_DATA, ("acc@0.5", "acc@0.5_relation", "mIoU", "oIoU"))
 
 
 CARD = ModelCard(
@@ -75,8 +65,7 @@ CARD = ModelCard(
     },
     result_type="Grounding",
     inputs=(InputSpec("image", "image", help="the picture"),
-            InputSpec("expression", "text", help="a referring expression, e.g. 'the small red triangle left of the blue circle'",
-                      minimum=1, maximum=MAX_EXPRESSION_CHARS)),
+            EXPRESSION_INPUT),
     options=(
         OptionSpec("steps", "int", 0, "DDIM sampling steps (0: the variant's default, 4)", minimum=0, maximum=50),
         OptionSpec("seed", "int", 0, "seed of the starting noise (the same for every expression)", minimum=0, maximum=1_000_000),

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from zoo.weights import WeightsError, preview_names, read_state
+from zoo.weights import WeightsError, preview_names, read_state, unnest
 
 BERT_PREFIX = "text_encoder."
 HEADS = ("cls.", "pooler.", "qa_outputs.", "classifier.")
@@ -83,11 +83,7 @@ def load_text_encoder(pipeline: Any, source: str | Path) -> str | None:
 
 def convert_state_dict(state: dict[str, Any], config: Any) -> dict[str, Tensor]:
     """A PVD checkpoint written elsewhere (nested, DDP-prefixed) -> our state dict (see module docstring)."""
-    for head in NESTED:
-        sub = {k[len(head) + 1:]: v for k, v in state.items() if k.startswith(head + ".")}
-        if sub:
-            state = sub
-            break
+    state = unnest(state, NESTED)
     out = {}
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):

@@ -30,12 +30,17 @@ from torch import Tensor
 from zoo.data.referring import polygon_to_mask
 from zoo.imageio import load_image, to_tensor
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
+from zoo.registry import InputSpec
 from zoo.results import Grounding
 
 from .model import BOX_VERTICES, IMAGENET_MEAN, IMAGENET_STD, PVDConfig, PVDModel, ddim_step, ddim_timesteps, from_signal
 from .tokenizer import ExpressionError, encode
 
 EXPRESSION = "expression"
+MAX_EXPRESSION_CHARS = 200
+# the card's text input; parsing an expression through it (None, non-UTF-8 bytes, empty or over-long: ValueError)
+EXPRESSION_INPUT = InputSpec(EXPRESSION, "text", help="a referring expression, e.g. 'the small red triangle left of the blue circle'",
+                             minimum=1, maximum=MAX_EXPRESSION_CHARS)
 
 
 def normalise(images: Tensor) -> Tensor:
@@ -98,16 +103,8 @@ class PVDPipeline(Pipeline):
     # -- inputs -----------------------------------------------------------------------------
     def _expression(self, item: Any) -> str:
         value = item.get(EXPRESSION) if isinstance(item, dict) else None
-        if self.card is not None:
-            value = self.card.input(EXPRESSION).parse(value)  # None, non-UTF-8 bytes, over-long: ValueError
-        elif isinstance(value, bytes):
-            try:
-                value = value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValueError(f"input {EXPRESSION!r} expects UTF-8 text") from None
-        if not isinstance(value, str):
-            raise ValueError(f"input {EXPRESSION!r} (text) is required")
-        return value
+        spec = self.card.input(EXPRESSION) if self.card is not None else EXPRESSION_INPUT
+        return str(spec.parse(value))
 
     def preprocess(self, items: list[Any]) -> tuple[Tensor, Tensor, list[tuple[int, int]], list[str]]:
         c = self.config

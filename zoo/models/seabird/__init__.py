@@ -24,11 +24,9 @@ grid_sample, BEV cell centres; yaw modulo pi; `micro` works on procedural scenes
 Large = bus/truck/trailer/building, Car) at 96 x 320 with a 32 m x 32 m BEV; see the modules.
 """
 
-import json
-import time
 from pathlib import Path
 
-from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model
+from zoo.registry import Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model, sidecar_metrics
 
 from .convert import convert_state_dict, load_official
 from .loss import dice_loss, focal_loss, l1_seg_loss
@@ -54,13 +52,8 @@ _MICRO_DET = {"steps": 450, "batch_size": 8, "optimizer": "adamw", "lr": 2e-3, "
 
 
 def _demo_metrics() -> tuple[Metric, ...]:
-    sidecar = WEIGHTS / "micro-demo.json"
-    if not sidecar.is_file():
-        return ()
-    meta = json.loads(sidecar.read_text())
-    date = meta.get("date") or time.strftime("%Y-%m-%d", time.gmtime(sidecar.stat().st_mtime))
     keep = ("APBEV@0.25/Large", "APBEV@0.25/Car", "AP3D@0.25/Large", "AP3D@0.25/Car", "AP3D@0.5/Car", "segIoU/Large", "segIoU/Car")
-    return tuple(Metric(k, float(meta["metrics"][k]), "micro", DEMO_DATA, DEMO_COMMAND, date) for k in keep if k in meta.get("metrics", {}))
+    return sidecar_metrics(WEIGHTS / "micro-demo.json", "micro", DEMO_DATA, keep, command=DEMO_COMMAND)
 
 
 _NOTE = ("procedural KITTI-format scenes by default (--data synthetic) or a KITTI-format folder "

@@ -116,10 +116,12 @@ def test_server_returns_fragmented_heap_after_a_big_request(fakes):
 
     @app.get("/big")
     def big() -> dict:
-        # 300 MB in 100 kB pieces interleaved with small blocks that stay alive: glibc cannot
-        # give those pages back by itself (they sit below live allocations), only malloc_trim can
+        # 600 MB in 100 kB pieces interleaved with small blocks that stay alive: glibc cannot
+        # give those pages back by itself (they sit below live allocations), only malloc_trim can.
+        # Twice the release threshold (256 MB): late in a long test run part of it reuses the
+        # process's free heap, and the resident growth must still cross the threshold.
         pieces = []
-        for _ in range(3000):
+        for _ in range(6000):
             pieces.append(bytearray(100_000))
             keep.append(b"x" * 600 + bytes(1))
         return {"pieces": len(pieces)}

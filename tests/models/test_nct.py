@@ -185,7 +185,9 @@ def test_diffusers_base_loads_from_a_pipeline_folder_and_trains(tmp_path):
     from diffusers import UNet2DConditionModel
 
     from zoo.diffusion.autoencoder import build_autoencoder, preset_config
-    from zoo.models.nct import DiffusersControlModel, NCTPipeline, load_diffusers_base
+    from zoo.models.nct import DiffusersControlModel, NCTPipeline
+    from zoo.registry import get_card
+    from zoo.weights import load_weights
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**TINY_UNET)
@@ -194,7 +196,8 @@ def test_diffusers_base_loads_from_a_pipeline_folder_and_trains(tmp_path):
     config = NCTConfig(control="canny", base="diffusers", unet=dict(TINY_UNET), autoencoder_variant="micro-f4",
                        image_size=32, hint_channels=(16, 32, 32))
     pipeline = NCTPipeline(DiffusersControlModel(config), config)
-    load_diffusers_base(pipeline, str(tmp_path))
+    pipeline.card = get_card("nct-canny")
+    load_weights(pipeline, tmp_path)  # what create_model(..., weights=FOLDER) does: read_state + the card's converter
     model = pipeline.model
     assert torch.equal(model.unet.conv_in.weight, unet.conv_in.weight)
     assert torch.equal(model.adapter.conv_in.weight, unet.conv_in.weight)  # ControlNet starts as a copy of the UNet

@@ -26,7 +26,7 @@ from zoo.data.generation import class_names
 from zoo.registry import InputSpec, Metric, ModelCard, OptionSpec, TrainStage, VariantSpec, register_model, sidecar_metrics
 
 from .controls import CONTROLS, canny_edges, colour_layout, control_consistency, extract_control, low_resolution
-from .convert import convert_state_dict, load_diffusers_base
+from .convert import convert_state_dict
 from .loss import dual_update, nct_losses, noise_level, noisy_point
 from .model import SD15_UNET, ADMControlAdapter, DiffusersControlModel, GenerateGraph, LCTControlModel, NCTConfig
 from .pipeline import NCTPipeline
@@ -160,7 +160,6 @@ __all__ = [
     "convert_state_dict",
     "dual_update",
     "extract_control",
-    "load_diffusers_base",
     "low_resolution",
     "nct",
     "nct_losses",

@@ -1,4 +1,4 @@
-"""Weights for the diffusers base: a local diffusers pipeline folder (`unet/`, `vae/`, optionally
+"""Weights for the diffusers base (`create_model(..., weights=FOLDER)`): a local diffusers pipeline folder (`unet/`, `vae/`, optionally
 `controlnet/`; what `save_pretrained` writes for an SD-Turbo / DMD2-style one-step model), read by
 `zoo.weights.read_state` into `unet.*`, `vae.*`, `controlnet.*` keys, mapped here onto ours:
 `unet.*` (frozen generator), `codec.vae.*` (+ SD's latent scaling), `adapter.*` (the ControlNetModel).
@@ -61,14 +61,3 @@ def convert_state_dict(state: dict[str, Any], config: Any) -> dict[str, Tensor]:
     out["codec.shift"] = torch.zeros(vae_config.latent_channels)
     out["prompt_embeds"] = torch.zeros(1, 77, int(config.unet.get("cross_attention_dim", 1280)))
     return out
-
-
-def load_diffusers_base(pipeline: Any, folder: str) -> Any:
-    """Load a local diffusers pipeline folder into an sd15-style NCT pipeline (what `weights=FOLDER` does)."""
-    from pathlib import Path
-
-    from zoo.weights import load_into, read_state
-
-    state, _ = read_state(Path(folder))
-    load_into(pipeline.model, convert_state_dict(state, pipeline.config))
-    return pipeline

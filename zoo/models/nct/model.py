@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .controls import CONTROLS
@@ -240,12 +239,6 @@ class GenerateGraph(nn.Module):
     def forward(self, noise: Tensor, control: Tensor, class_label: Tensor | None = None) -> Tensor:
         return self.model.decode(self.model.generate(noise, control, class_label))
 
-
-def resize_control(control: Tensor, size: int) -> Tensor:
-    """A control image brought to the generator's size (nearest, so edges stay binary)."""
-    if control.shape[-2:] == (size, size):
-        return control
-    return F.interpolate(control, size=(size, size), mode="nearest")
 
 
 # Either base, as training, the pipeline and the metrics take it.

@@ -52,10 +52,12 @@ class NCTPipeline(Pipeline):
             return extract_control(self.config.control, picture[None])[0], picture
         return to_tensor(image.resize((size, size), Image.Resampling.NEAREST)), None
 
-    def class_labels(self, seeds: list[int], class_label: int | None, pictures: list[torch.Tensor | None]) -> tuple[torch.Tensor | None, str]:
-        """The class of each image (a class-conditional base) and where it came from: the one asked for
-        ("option"); else the class zoo's shapes classifier sees in the input picture ("picture"), so that the
-        base's class does not fight the control taken from it; else one drawn from the image's seed ("seed")."""
+    def class_labels(self, seeds: list[int], count: int, class_label: int | None,
+                     pictures: list[torch.Tensor | None]) -> tuple[torch.Tensor | None, str]:
+        """The class of each image (a class-conditional base; inputs make `count` images each) and where it
+        came from: the one asked for ("option"); else the class zoo's shapes classifier sees in the input
+        picture ("picture"), so that the base's class does not fight the control taken from it; else one
+        drawn from the image's seed ("seed")."""
         n = self.model.num_classes
         if not n:
             return None, "none"
@@ -69,7 +71,7 @@ class NCTPipeline(Pipeline):
             if len(columns) == n:
                 with torch.no_grad():
                     logits = net.logits(torch.stack([p for p in pictures if p is not None]))
-                return logits[:, columns].argmax(1).to(torch.int64), "picture"
+                return logits[:, columns].argmax(1).to(torch.int64).repeat_interleave(count), "picture"
         return torch.tensor([int(torch.randint(n, (1,), generator=torch.Generator().manual_seed(s + 7919))) for s in seeds]), "seed"
 
     def _predict(self, items: list[Any], seed: int = 0, count: int = 1, class_label: int | None = None,
@@ -88,11 +90,7 @@ class NCTPipeline(Pipeline):
         shape = self.model.noise_shape
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
         control = torch.stack([controls[i // count] for i in range(len(seeds))])
-        per_item, class_from = self.class_labels(list(range(len(items))), class_label, [p for _, p in prepared_items])
-        if class_from == "seed":
-            labels = self.class_labels(seeds, None, [None])[0]
-        else:
-            labels = per_item[[i // count for i in range(len(seeds))]] if per_item is not None else None
+        labels, class_from = self.class_labels(seeds, count, class_label, [p for _, p in prepared_items])
         images = []
         for start in range(0, len(seeds), self.max_batch):
             part = slice(start, start + self.max_batch)

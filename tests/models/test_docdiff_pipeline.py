@@ -42,6 +42,26 @@ def test_stitching_is_seamless(pipeline):
         pipeline.set_runner("refine_step", None)
 
 
+def test_big_page_holds_one_chunk_of_tiles_at_a_time(pipeline, monkeypatch):
+    """A whole page's tiles are never stacked at once (a 6000² page would hold ~3 GB of tiles,
+    noise and outputs): every stack is at most `max_batch` tiles, and chunking changes nothing."""
+    page = torch.rand(3, 400, 400)  # 4 x 4 = 16 overlapping tiles of 128 px
+    reference = pipeline.restore([page], steps=1, tile=True, seed=0)[0][0]
+    largest = []
+    real_stack = torch.stack
+
+    def recording_stack(tensors, *args, **kwargs):
+        largest.append(len(tensors))
+        return real_stack(tensors, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "max_batch", 3)
+    monkeypatch.setattr(torch, "stack", recording_stack)
+    chunked = pipeline.restore([page], steps=1, tile=True, seed=0)[0][0]
+    monkeypatch.undo()
+    assert largest and max(largest) <= 3
+    torch.testing.assert_close(chunked, reference, rtol=0, atol=1e-5)
+
+
 def test_predict_batch_equals_single_and_options(pipeline):
     rng = np.random.default_rng(1)
     pages = [rng.integers(0, 255, (150, 200, 3), dtype=np.uint8), rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)]

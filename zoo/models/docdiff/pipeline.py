@@ -3,8 +3,8 @@
 Pages are cut into `tile_size` (128) tiles, the training crop size, as the reference's
 native-resolution test does; unlike the reference, tiles overlap by a quarter and are blended
 with a linear ramp, so no seam shows between them. Pages smaller than a tile are padded white
-(the reference pads with ones). All tiles of all pages run as one batch (in chunks of
-`max_batch`) through the two graphs:
+(the reference pads with ones). All tiles of all pages run batched (in chunks of
+`max_batch`, each blended into its page before the next is cut) through the two graphs:
 
 - `coarse`: CP(x), once per tile;
 - `refine_step`: one deterministic HRR step (noisy residual, CP output, t, t_prev) ->
@@ -87,18 +87,13 @@ class DocDiffPipeline(Pipeline):
 
     def _run_tiles(self, tiles: torch.Tensor, noise: torch.Tensor, pairs: list[tuple[int, int]],
                    given: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """CP (or the given condition) and the sampler on a stack of same-size tiles."""
-        outs, coarses = [], []
-        for i in range(0, len(tiles), self.max_batch):
-            chunk = tiles[i : i + self.max_batch]
-            coarse = given[i : i + self.max_batch] if given is not None else self.run_graph("coarse", chunk)[0]
-            r = noise[i : i + self.max_batch].to(coarse.device)
-            for t, t_prev in pairs:
-                tt = torch.full((len(chunk),), t, dtype=torch.int64)
-                r, _ = self.run_graph("refine_step", r, coarse, tt, torch.full_like(tt, t_prev))
-            outs.append((coarse + r).float().cpu())
-            coarses.append(coarse.float().cpu())
-        return torch.cat(outs), torch.cat(coarses)
+        """CP (or the given condition) and the sampler on one chunk of same-size tiles."""
+        coarse = given if given is not None else self.run_graph("coarse", tiles)[0]
+        r = noise.to(coarse.device)
+        for t, t_prev in pairs:
+            tt = torch.full((len(tiles),), t, dtype=torch.int64)
+            r, _ = self.run_graph("refine_step", r, coarse, tt, torch.full_like(tt, t_prev))
+        return (coarse + r).float().cpu(), coarse.float().cpu()
 
     def restore(self, images: list[torch.Tensor], steps: int, tile: bool, seed: int,
                 condition: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -122,19 +117,24 @@ class DocDiffPipeline(Pipeline):
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for j, job in enumerate(jobs):
             by_shape.setdefault(tuple(job[3].shape), []).append(j)
+        # One chunk of `max_batch` tiles at a time, blended into its page before the next is cut:
+        # a whole-page stack of tiles, noise and outputs would hold ~4 copies of the page's tiles
+        # (about 3 GB for a 6000² page) where a chunk holds megabytes.
         for indices in by_shape.values():
-            tiles = torch.stack([jobs[j][3] for j in indices])
-            noise = torch.stack([jobs[j][4] for j in indices])
-            out, coarse = self._run_tiles(tiles, noise, pairs, tiles if condition else None)
-            for k, j in enumerate(indices):
-                page, y, x = jobs[j][:3]
-                th, tw = out.shape[-2:]
-                size = layouts[page][4]
-                weight = blend_window(size, size // 4) if size else torch.ones(th, tw)
-                acc, acc_cp, acc_w = canvases[page]
-                acc[:, y : y + th, x : x + tw] += out[k] * weight
-                acc_cp[:, y : y + th, x : x + tw] += coarse[k] * weight
-                acc_w[:, y : y + th, x : x + tw] += weight
+            for start in range(0, len(indices), self.max_batch):
+                chunk = indices[start : start + self.max_batch]
+                tiles = torch.stack([jobs[j][3] for j in chunk])
+                noise = torch.stack([jobs[j][4] for j in chunk])
+                out, coarse = self._run_tiles(tiles, noise, pairs, tiles if condition else None)
+                for k, j in enumerate(chunk):
+                    page, y, x = jobs[j][:3]
+                    th, tw = out.shape[-2:]
+                    size = layouts[page][4]
+                    weight = blend_window(size, size // 4) if size else torch.ones(th, tw)
+                    acc, acc_cp, acc_w = canvases[page]
+                    acc[:, y : y + th, x : x + tw] += out[k] * weight
+                    acc_cp[:, y : y + th, x : x + tw] += coarse[k] * weight
+                    acc_w[:, y : y + th, x : x + tw] += weight
         results = []
         for (acc, acc_cp, acc_w), (h, w, *_rest) in zip(canvases, layouts):
             results.append(((acc / acc_w)[:, :h, :w].clamp(0, 1), (acc_cp / acc_w)[:, :h, :w].clamp(0, 1)))

@@ -7,6 +7,7 @@ Suites (`zoo bench SUITE [--quick] [--json]`):
 - `serving`   `zoo serve` on loopback under a bounded load generator: batching on/off, server overhead.
 - `flops`     FLOPs per image and achieved GFLOP/s against a large matmul measured in the same run.
 - `gpu`       the CUDA script (`bench/gpu.sh OUT`); `--device cpu --quick` until it has run on a GPU.
+- `demo-check` every bundled example through its bundled weights, checked against what it should show.
 - `report`    regenerate bench/results/TABLE.md (the README's performance table) from the JSON files.
 
 Each suite module exposes `run(quick=..., out_dir=..., threads=..., budget_s=..., command=...) -> dict`
@@ -26,6 +27,7 @@ SUITES: dict[str, str] = {
     "flops": "bench.flops",
     "gpu": "bench.gpu",
     "report": "bench.report",
+    "demo-check": "bench.demo_check",
 }
 
 

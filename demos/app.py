@@ -194,20 +194,10 @@ def _example_rows(card: ModelCard) -> list[list[Any]]:
             elif spec is target:
                 row.append(example)
             else:
-                row.append(_example_text(example, spec) if spec.kind == "text" else None)
+                row.append(card.example_text(example, spec) if spec.kind == "text" else None)
         if row:
             rows.append(row)
     return rows
-
-
-def _example_text(example: str, spec: Any) -> str | None:
-    """The text an image example comes with (e.g. a referring expression): `STEM.NAME.txt` or
-    `STEM.txt` beside the example file; None when there is none."""
-    path = Path(example)
-    for candidate in (path.with_suffix(f".{spec.name}.txt"), path.with_suffix(".txt")):
-        if candidate.is_file():
-            return candidate.read_text(encoding="utf-8").strip()
-    return None
 
 
 def _model_tab(card: ModelCard, getter: PipelineGetter) -> None:

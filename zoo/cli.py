@@ -233,7 +233,7 @@ def predict_command(
     variant: str | None = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
     weights: str | None = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
     random_weights: bool = typer.Option(False, "--random-weights", help="Random initialisation (what --weights random does); needed for a variant without bundled weights."),
-    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime (needs --export-dir)."),
+    backend: str = typer.Option("torch", "--backend", help="torch, onnxruntime or openvino (both need --export-dir)."),
     export_dir: Path | None = typer.Option(None, "--export-dir", help="Folder written by `zoo export` (for --backend onnxruntime)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     opts: list[str] | None = typer.Option(None, "--opt", help="Model option key=value (see `zoo info NAME`)."),
@@ -358,7 +358,7 @@ def _flatten(value: Any) -> list[Any]:
 @app.command("export")
 def export_command(
     name: str = typer.Argument(..., help="Model name."),
-    fmt: str = typer.Option(..., "--format", help="onnx | onnx-fp16 | tensorrt | triton."),
+    fmt: str = typer.Option(..., "--format", help="onnx | onnx-fp16 | onnx-int8 | openvino | openvino-bf16 | openvino-int8 | tensorrt | triton."),
     out: Path = typer.Option(..., "--out", help="Output folder (for triton: the model repository)."),
     variant: str | None = typer.Option(None, "--variant", help="Variant (default: the card's default)."),
     weights: str | None = typer.Option(None, "--weights", help="Weights: a path, a store name, 'random'; default: bundled demo weights."),
@@ -401,7 +401,7 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback needs --api-key."),
     port: int = typer.Option(8000, "--port", help="Port to bind."),
     models: str | None = typer.Option(None, "--models", help="Comma-separated models to serve, NAME or NAME:VARIANT (default: every registered model)."),
-    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime (needs --export-dir)."),
+    backend: str = typer.Option("torch", "--backend", help="torch, onnxruntime or openvino (both need --export-dir)."),
     export_dir: Path | None = typer.Option(None, "--export-dir", help="Folder written by `zoo export` (DIR/NAME per model, or one model's folder)."),
     api_key: str | None = typer.Option(None, "--api-key", envvar="ZOO_API_KEY", help="Require this key (Authorization: Bearer KEY or X-API-Key); env ZOO_API_KEY."),
     max_batch_size: int = typer.Option(8, "--max-batch-size", help="Dynamic batching: rows per execution (1 turns batching off)."),
@@ -488,7 +488,7 @@ def _require_bundled_weights(models: str | None) -> None:
 
 @app.command("bench")
 def bench_command(
-    suite: str = typer.Argument(..., help="latency | reference | serving | flops | gpu | report"),
+    suite: str = typer.Argument(..., help="latency | reference | serving | flops | gpu | demo-check | report"),
     quick: bool = typer.Option(False, "--quick", help="Each suite in under a minute (CI smoke test); writes only where --out says."),
     as_json: bool = typer.Option(False, "--json", help="Print the results document as JSON."),
     out: Path | None = typer.Option(None, "--out", help="Results folder (default: bench/results for full runs)."),
@@ -521,6 +521,8 @@ def bench_command(
         _emit_json(finite(document))
     else:
         typer.echo(render(suite, document))
+    if document.get("failed"):  # demo-check: an example that does not show what it should fails the command
+        raise typer.Exit(1)
 
 
 def main() -> None:

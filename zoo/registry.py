@@ -446,6 +446,23 @@ class ModelCard:
             return values[self.inputs[0].name]
         return {spec.name: values[spec.name] for spec in self.inputs}
 
+    def example_text(self, example: str, spec: InputSpec) -> str | None:
+        """The text an image example comes with (e.g. a referring expression): `STEM.NAME.txt` or
+        `STEM.txt` beside the example file; None when there is none."""
+        path = Path(example)
+        for candidate in (path.with_suffix(f".{spec.name}.txt"), path.with_suffix(".txt")):
+            if candidate.is_file():
+                return candidate.read_text(encoding="utf-8").strip()
+        return None
+
+    def example_input(self, example: str) -> Any:
+        """What `predict` takes for a bundled example: the image itself, or for several inputs a
+        dict of the image and the texts that come with it (`example_text`)."""
+        if len(self.inputs) <= 1:
+            return example
+        values = {spec.name: example if spec.is_image else self.example_text(example, spec) for spec in self.inputs}
+        return {name: value for name, value in values.items() if value is not None}
+
     @property
     def weights_dir(self) -> Path:
         module = importlib.import_module(self.family_module)

@@ -224,23 +224,35 @@ def draw_legend(entries: list[tuple[Any, str]], width: int, size: int) -> Image.
 
 @dataclass
 class ImageResult:
-    """Restored or generated images: uint8 (H, W, 3) arrays."""
+    """Restored or generated images: uint8 (H, W, 3) arrays. `boxes` (N, 4) xyxy pixels of the first image:
+    the regions that were restored (e.g. the faces found in a photo), outlined by `draw`."""
 
     images: list[np.ndarray]
     info: dict[str, Any] = field(default_factory=dict)
+    boxes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.images = [np.asarray(_as_pil(im)) for im in self.images]
+        if self.boxes is not None:
+            self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
 
     def to_json(self, include_images: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {"type": "image", "shapes": [list(im.shape) for im in self.images], "info": self.info}
+        if self.boxes is not None:
+            out["boxes"] = np.round(self.boxes.astype(np.float64), 2).tolist()
         if include_images:
             out["images_png_base64"] = [png_base64(im) for im in self.images]
         return out
 
     def draw(self, image: Any = None) -> Image.Image:
-        """The first image (side by side with the input when one is given)."""
+        """The first image, its `boxes` outlined (side by side with the input when one is given: before / after)."""
         result = _as_pil(self.images[0])
+        if self.boxes is not None and len(self.boxes):
+            result = result.copy()
+            pen = ImageDraw.Draw(result)
+            width = max(1, min(result.size) // 128)
+            for i, box in enumerate(self.boxes):
+                pen.rectangle([float(v) for v in box], outline=tuple(int(c) for c in PALETTE[i % len(PALETTE)]), width=width)
         if image is None:
             return result
         source = _as_pil(image).resize(result.size)

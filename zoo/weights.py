@@ -26,7 +26,7 @@ FORMAT_TAG = "zoo"
 TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")
 LIBRARY_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "model.safetensors", "pytorch_model.bin")
 # the component folders of a diffusers pipeline folder (`save_pretrained` of a DiffusionPipeline) that read_state merges
-PIPELINE_COMPONENTS = ("unet", "vae", "controlnet", "text_encoder", "transformer")
+PIPELINE_COMPONENTS = ("unet", "vae", "controlnet", "text_encoder", "transformer", "image_encoder", "text_embedding_module")
 
 
 class WeightsError(ValueError):

@@ -18,7 +18,8 @@ Differences: kernels and resizes run in OpenCV on uint8-free float images, JPEG 
 encoder (Real-ESRGAN uses DiffJPEG on GPU); `second_order_prob` 0.5 (HF-Diff.yaml) decides whether
 the second pass runs at all. Every draw comes from one `numpy` generator, so `degrade(hr, rng)` is a
 deterministic function of the generator's seed (`DegradedPairs` seeds it by (seed, index)).
-InterLCM (blind face restoration) reuses `degrade` with its own `DegradationConfig`.
+InterLCM (blind face restoration) uses CodeFormer's single-pass pipeline instead (`codeformer_degrade`, at
+the end of this module).
 """
 
 from __future__ import annotations
@@ -258,3 +259,44 @@ class DegradedPairs(Dataset):
         lr = degrade(hr, rng, self.config)
         return {"lq": torch.from_numpy(lr).permute(2, 0, 1).contiguous(), "gt": torch.from_numpy(hr).permute(2, 0, 1).contiguous()}
 
+
+
+# --------------------------------------------------------------------------- CodeFormer's blind face degradation
+
+
+@dataclass
+class CodeFormerDegradation:
+    """CodeFormer's (Zhou et al., NeurIPS 2022, Sec. 4) synthetic LQ faces, the ranges InterLCM trains with
+    (sen-mao/InterLCM `options/interlcm.yml`, "small degradation"): y = [(x * k_sigma) down_r + n_delta]_JPEG_q,
+    then resized back to the input size. k: a 41 x 41 Gaussian kernel, isotropic or anisotropic with p 1/2
+    each, sigma in [0.1, 10] (rotation in [-pi, pi] when anisotropic); r in [1, 12] (bilinear); Gaussian
+    noise delta in [0, 15] / 255; JPEG quality in [60, 100)."""
+
+    kernel_size: int = 41
+    blur_sigma: tuple[float, float] = (0.1, 10.0)
+    downsample_range: tuple[float, float] = (1.0, 12.0)
+    noise_range: tuple[float, float] = (0.0, 15.0)
+    jpeg_range: tuple[int, int] = (60, 100)
+    iso_prob: float = 0.5
+
+
+def codeformer_degrade(hq: np.ndarray, rng: np.random.Generator, cfg: CodeFormerDegradation | None = None) -> np.ndarray:
+    """HQ (H, W, 3) float32 in [0, 1] -> LQ of the same size (CodeFormerDegradation). A kernel larger than the
+    image is cut to the image's odd size (small CPU crops)."""
+    cfg = cfg or CodeFormerDegradation()
+    h, w = hq.shape[:2]
+    x = np.ascontiguousarray(hq, dtype=np.float32)
+    size = min(cfg.kernel_size, (min(h, w) // 2) * 2 + 1)
+    sx = rng.uniform(*cfg.blur_sigma)
+    if rng.random() < cfg.iso_prob:
+        kernel = gaussian_kernel(size, sx, sx, 0.0)
+    else:
+        kernel = gaussian_kernel(size, sx, rng.uniform(*cfg.blur_sigma), rng.uniform(-math.pi, math.pi))
+    x = _filter(x, kernel)
+    scale = rng.uniform(*cfg.downsample_range)
+    x = np.asarray(cv2.resize(x, (max(1, int(w // scale)), max(1, int(h // scale))), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+    sigma = rng.uniform(*cfg.noise_range) / 255.0
+    x = np.clip(x + rng.standard_normal(x.shape).astype(np.float32) * np.float32(sigma), 0.0, 1.0).astype(np.float32)
+    x = _jpeg(x, rng, (float(cfg.jpeg_range[0]), float(cfg.jpeg_range[1]) - 1e-6))
+    x = np.asarray(cv2.resize(x, (w, h), interpolation=cv2.INTER_LINEAR), dtype=np.float32)
+    return np.clip(np.round(x * 255.0) / 255.0, 0.0, 1.0).astype(np.float32)

@@ -1,15 +1,19 @@
 """export: every registered model out of PyTorch, checked, and run elsewhere.
 
-    zoo export NAME --format onnx|onnx-fp16|tensorrt|triton --out DIR
+    zoo export NAME --format onnx|onnx-fp16|onnx-int8|openvino|openvino-bf16|openvino-int8|tensorrt|triton --out DIR
 
 - `onnx`: one `<graph>.onnx` per graph the card declares, each run through ONNX Runtime at
   other sizes than the export's and compared with PyTorch (fp32: 1e-4 abs or 1e-3 rel).
 - `onnx-fp16`: the same graphs in fp16 with sensitive ops in fp32, 1e-2 plus the task metric.
+- `onnx-int8`: static int8 (QDQ, network layers only) calibrated on the family's own data,
+  judged by the task metric on held-out data (export.quantize); runs on `backend="onnxruntime"`.
+- `openvino`, `openvino-bf16`, `openvino-int8`: OpenVINO IR, compiled in fp32, bf16 (where the CPU
+  has it) or int8 through NNCF (export.openvino); runs on `backend="openvino"`.
 - `tensorrt`: serialized engines built from the (fp16) ONNX; needs TensorRT and a GPU.
 - `triton`: a Triton Inference Server model repository over the same files.
 
 Runtime backends plug into the registry through the `zoo.backends` entry points:
-`onnxruntime` (export.runtime), `tensorrt` (export.tensorrt), `torch-cuda` (export.cuda).
+`onnxruntime` (export.runtime), `openvino` (export.openvino), `tensorrt` (export.tensorrt), `torch-cuda` (export.cuda).
 Every path is driven by the cards' `GraphSpec`s, so a new family needs no code here.
 """
 
@@ -20,7 +24,12 @@ from typing import Any
 
 from export.common import FP16_TOLERANCE, FP32_TOLERANCE, ExportError, ParityError, Tolerance, read_manifest
 
-FORMATS = ("onnx", "onnx-fp16", "tensorrt", "triton")
+FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8", "tensorrt", "triton")
+# The precision ladder on CPU: format -> (backend that loads it, precision)
+LADDER = {
+    "onnx": ("onnxruntime", "fp32"), "onnx-fp16": ("onnxruntime", "fp16"), "onnx-int8": ("onnxruntime", "int8"),
+    "openvino": ("openvino", "fp32"), "openvino-bf16": ("openvino", "bf16"), "openvino-int8": ("openvino", "int8"),
+}
 
 
 def export_model(
@@ -62,6 +71,15 @@ def export_model(
         from export.fp16 import export_onnx_fp16
 
         return export_onnx_fp16(pipeline, out, exporter=exporter, weights=weights)
+    if fmt == "onnx-int8":
+        from export.quantize import export_onnx_int8
+
+        return export_onnx_int8(pipeline, out, exporter=exporter, weights=weights)
+    if fmt.startswith("openvino"):
+        from export.openvino import export_openvino
+
+        precision = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[fmt]
+        return export_openvino(pipeline, out, precision=precision, exporter=exporter, weights=weights)
     if fmt == "tensorrt":
         from export.tensorrt import export_tensorrt
 
@@ -94,8 +112,14 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
                 status = "ok" if check.get("passed") else "FAILED"
                 lines.append(f"    {key} at {check['dims']}: {status} ({figures})")
         metric = entry.get("task_metric")
+        if entry.get("quantization"):
+            q = entry["quantization"]
+            lines.append(f"    int8: {q.get('tool') if q.get('quantized') else q.get('reason', 'nothing quantised')}")
         if metric:
-            if "reference" in metric:
+            if "figures" in metric:
+                lines.append(f"    {metric['metric']} on {metric['held_out']['samples']} held-out inputs, tolerance {metric['tolerance']}: "
+                             f"{'ok' if metric['passed'] else 'REFUSED'} ({_figures(metric['figures'])})")
+            elif "reference" in metric:
                 lines.append(f"    {metric['metric']}: {metric['reference']:.4f} (fp32) vs {metric['export']:.4f} (export)")
             else:
                 lines.append(f"    {metric['metric']}: {'ok' if metric['passed'] else 'FAILED'}")
@@ -106,7 +130,17 @@ def summary_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _figures(figures: dict[str, Any]) -> str:
+    parts = []
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            parts.append(f"{key} " + " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items()))
+        else:
+            parts.append(f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}")
+    return "; ".join(parts)
+
+
 __all__ = [
-    "FORMATS", "FP16_TOLERANCE", "FP32_TOLERANCE", "ExportError", "ParityError", "Tolerance",
+    "FORMATS", "LADDER", "FP16_TOLERANCE", "FP32_TOLERANCE", "ExportError", "ParityError", "Tolerance",
     "export_model", "read_manifest", "summary_lines",
 ]

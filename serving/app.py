@@ -220,13 +220,25 @@ def serve(options: ServeOptions, echo: Callable[[str], None] = print) -> None:
     """Build the app, print where everything is, and run uvicorn until interrupted."""
     import uvicorn
 
+    import torch
+
+    threads = torch.get_num_threads()
+    if options.batching.instances > 1 and str(options.device).startswith("cpu"):
+        from serving.batching import threads_per_instance
+
+        # torch's intra-op pool is per process: each instance's share, so instances do not oversubscribe the cores
+        torch.set_num_threads(min(threads, threads_per_instance(options.batching.instances)))
     app = create_app(
         options.models, options.backend, device=options.device, export_dir=options.export_dir, api_key=options.api_key,
         host=options.host, batching=options.batching, limits=options.limits, demo=options.demo,
         random_weights=options.random_weights,
     )
     manager: ModelManager = app.state.manager
-    echo(f"zoo serve: {len(manager.entries)} model(s) ({', '.join(manager.entries)}), backend {options.backend}, on {options.host}:{options.port}")
+    echo(f"zoo serve: {len(manager.entries)} model(s) ({', '.join(manager.entries)}), backend {options.backend}, "
+         f"{options.batching.instances} instance(s) per graph, on {options.host}:{options.port}")
     for label, url in urls(options.host, options.port, options.demo is not None).items():
         echo(f"  {label:<8} {url}")
-    uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level, timeout_graceful_shutdown=5)
+    try:
+        uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level, timeout_graceful_shutdown=5)
+    finally:
+        torch.set_num_threads(threads)

@@ -13,6 +13,12 @@ is dropped from the queue unrun.
 
 A graph is batchable when every input and output has the same named leading dimension
 (e.g. "batch"); otherwise each request runs alone (Triton's `max_batch_size: 0`).
+
+Instances (Triton's `instance_group { count: N }`): up to `instances` batches of one graph run at
+once, each in its own worker thread over the same runner (ONNX Runtime and OpenVINO sessions and
+torch modules in inference mode take concurrent calls); the server gives each instance its share
+of the cores (`threads_per_instance`). A free instance takes the queue as it stands; while every
+instance is busy requests queue up, so batches still form under load.
 """
 
 from __future__ import annotations
@@ -46,8 +52,11 @@ class BatchingConfig:
     max_queue_delay_s: float = 0.0  # how long the oldest request may wait for company (0, as Triton: batches form from what queued during the last run)
     queue_size: int = 64  # requests (not rows) waiting per graph; more -> 503
     timeout_s: float = 30.0  # per request, queue plus compute; -> 504
+    instances: int = 1  # batches of one graph that may run at once (Triton's instance_group count); `zoo serve` defaults to the cores
 
     def __post_init__(self) -> None:
+        if self.instances < 1:
+            raise ValueError("instances must be >= 1")
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
         if self.max_queue_delay_s < 0:
@@ -65,6 +74,26 @@ class _Pending:
     key: tuple  # what must match to share a batch: per-input shape without the batch dim, dtype
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+
+
+MAX_DEFAULT_INSTANCES = 4
+
+
+def default_instances(device: str = "cpu") -> int:
+    """`zoo serve`'s default instance count: one per core on a CPU, up to 4 (beyond that each
+    instance keeps several threads, cores // instances); 1 on a GPU (one device, one stream)."""
+    if not str(device).startswith("cpu"):
+        return 1
+    from export.runtime import available_cpus
+
+    return max(1, min(available_cpus(), MAX_DEFAULT_INSTANCES))
+
+
+def threads_per_instance(instances: int) -> int:
+    """Each instance's share of the cores this process may use (intra-op threads of its runner)."""
+    from export.runtime import available_cpus
+
+    return max(1, available_cpus() // max(1, instances))
 
 
 def is_batchable(input_shapes: Sequence[Sequence[int | str]], output_shapes: Sequence[Sequence[int | str]]) -> bool:
@@ -101,8 +130,11 @@ class GraphBatcher:
         self._queue: collections.deque[_Pending] = collections.deque()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        # One thread per graph: a graph executes one batch at a time, as a Triton instance does.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"zoo-batch-{name}")
+        # One thread per instance: an instance executes one batch at a time, as a Triton instance does.
+        self.instances = config.instances
+        self._executor = ThreadPoolExecutor(max_workers=self.instances, thread_name_prefix=f"zoo-batch-{name}")
+        self._slots: asyncio.Semaphore | None = None  # free instances, on the serving loop
+        self._running: set[asyncio.Task] = set()
         self._closed = False
 
     # -- submitting ----------------------------------------------------------------------
@@ -175,13 +207,26 @@ class GraphBatcher:
         self.loop = loop
         self._loop_thread = threading.get_ident()
         self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.instances)
         self._worker = loop.create_task(self._work(), name=f"zoo-batcher-{self.name}")
 
     async def _work(self) -> None:
+        assert self._wakeup is not None and self._slots is not None
+        while True:
+            # The batch lives in `_next_batch`'s frame only: idling holds no request's tensors (they may
+            # be views that pin a whole request: DocDiff's chunks keep every tile of a page alive, 744 MB at 6000x6000).
+            await self._slots.acquire()  # a free instance first: meanwhile requests queue up and batch
+            started = False
+            try:
+                started = await self._next_batch()
+            finally:
+                if not started:
+                    self._slots.release()
+
+    async def _next_batch(self) -> bool:
+        """Wait for requests, take a batch and start it on the instance held; True once started."""
         assert self._wakeup is not None
         while True:
-            # Let go of the last batch before idling: its inputs may be views that pin a whole
-            # request's tensors (DocDiff's chunks keep every tile of a page alive: 744 MB at 6000x6000).
             first = batch = None  # noqa: F841
             while not self._queue:
                 self._wakeup.clear()
@@ -197,11 +242,34 @@ class GraphBatcher:
                 batch = self._take()
                 self._set_pending_gauge()
                 if batch:
-                    await self._execute(batch)
+                    if self.instances == 1:  # run it here: the worker waits, as before instances
+                        try:
+                            await self._execute(batch)
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception:
+                            log.exception("batcher %s: unexpected error", self.name)
+                        finally:
+                            self._release()
+                        return True
+                    task = asyncio.get_running_loop().create_task(self._execute(batch))
+                    self._running.add(task)
+                    task.add_done_callback(self._finished)
+                    return True
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not stall the queue for good
                 log.exception("batcher %s: unexpected error", self.name)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batcher %s: a batch failed unexpectedly", self.name, exc_info=task.exception())
+
+    def _release(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
 
     async def _gather(self, first: _Pending) -> None:
         """Wait until the batch is full or the oldest request's delay has run out."""
@@ -284,6 +352,8 @@ class GraphBatcher:
         self._closed = True
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
+        for task in list(self._running):
+            task.cancel()
         for pending in self._queue:
             _fail_future(pending.future, ServingError("server shutting down", status=503))
         self._queue.clear()

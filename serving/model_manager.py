@@ -262,6 +262,10 @@ class ModelManager:
             # one folder per model (DIR/NAME, as `zoo export NAME --out DIR/NAME` writes), or DIR itself
             per_model = self.export_dir / entry.name
             options["export_dir"] = per_model if per_model.is_dir() else self.export_dir
+        if self.batching.instances > 1 and self.backend in ("onnxruntime", "openvino"):
+            from serving.batching import threads_per_instance
+
+            options["threads"] = threads_per_instance(self.batching.instances)  # instances share the cores, as Triton's CPU instances do
         weights = "random" if self.random_weights else None
         return create_model(entry.name, entry.variant, weights=weights, backend=self.backend, device=self.device, **options)
 

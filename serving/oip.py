@@ -400,7 +400,7 @@ def model_metadata(endpoint: GraphEndpoint, backend: str) -> dict[str, Any]:
 
 
 def platform_name(backend: str) -> str:
-    return {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}.get(backend, "pytorch_libtorch")
+    return {"onnxruntime": "onnxruntime_onnx", "openvino": "openvino", "tensorrt": "tensorrt_plan"}.get(backend, "pytorch_libtorch")
 
 
 def model_config(endpoint: GraphEndpoint, backend: str, manager: ModelManager) -> dict[str, Any]:

@@ -409,6 +409,8 @@ def serve_command(
                                               "(0, as Triton: batches form from requests that queued while the last batch ran)."),
     queue_size: int = typer.Option(64, "--queue-size", help="Requests waiting per graph before 503 + Retry-After."),
     timeout_s: float = typer.Option(30.0, "--timeout-s", help="Per-request timeout (queue + compute) before 504."),
+    instances: int | None = typer.Option(None, "--instances", help="Batches of one graph run at once, each on its share of the cores "
+                                          "(Triton's instance_group count; default: one per core up to 4 on a CPU, 1 on a GPU)."),
     no_demo: bool = typer.Option(False, "--no-demo", help="Do not mount the Gradio demo at /demo."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda[:N]."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Largest request body (413 above)."),
@@ -419,7 +421,10 @@ def serve_command(
     from serving import BatchingConfig, Limits, ServeOptions, serve
 
     try:
-        batching = BatchingConfig(max_batch_size=max_batch_size, max_queue_delay_s=max_queue_delay_ms / 1000.0, queue_size=queue_size, timeout_s=timeout_s)
+        from serving.batching import default_instances
+
+        batching = BatchingConfig(max_batch_size=max_batch_size, max_queue_delay_s=max_queue_delay_ms / 1000.0, queue_size=queue_size, timeout_s=timeout_s,
+                                  instances=instances if instances is not None else default_instances(device))
         limits = Limits(max_body_bytes=int(max_body_mb * 1024 * 1024), **({"max_image_pixels": max_image_pixels} if max_image_pixels else {}))
     except ValueError as err:
         _fail(str(err))

@@ -8,8 +8,11 @@ trains from: two folders with the same file names). Deterministic by seed: every
 from its own stream (`_rng.rng_for(seed, task, split, index)`).
 
 Pages are lines of rendered text (DejaVu Sans / Serif / Mono in regular, bold and italic, several
-sizes; CJK lines with Noto CJK where that font is installed) in near-black ink on white. The
-degradations, one family a task:
+sizes; CJK lines with Noto CJK where that font is installed) in grey-to-black ink on paper that
+looks scanned (`paper`: white or grey, tinted, lit unevenly, with fibre texture; version 2 of the
+generator, so that what a model learns transfers to real scans such as scikit-image's `page` and
+`text`), softened by a scanner's optics. The clean target keeps the paper as it is: a task removes
+its degradation, not the page's look. The degradations, one family a task:
 
 - `deblur`: a motion-blur line kernel (length 5-15 px, any angle) or a defocus disk (radius
   1.5-4 px), plus light sensor noise;
@@ -35,6 +38,7 @@ from zoo.data._io import write_json, write_png
 from zoo.data._rng import rng_for
 
 TASKS = ("deblur", "denoise", "watermark", "seal")
+GENERATOR_VERSION = 2  # 2: scanned-looking paper and ink (1: black text on white)
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
 LATIN_FONTS = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf",
                "DejaVuSerif-Italic.ttf", "DejaVuSansCondensed.ttf", "DejaVuSerif-Bold.ttf")
@@ -69,10 +73,11 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 
 
 def render_page(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    """A clean page (H, W, 3) float32 in [0, 1]: lines of words in a few fonts and sizes."""
+    """A clean page (H, W, 3) float32 in [0, 1]: lines of words in a few fonts and sizes, in
+    grey-to-black ink on scanned-looking paper (`paper`), softened by the scanner's optics."""
     h, w = size
     latin, cjk = available_fonts()
-    page = Image.new("L", (w, h), 255)
+    page = Image.new("L", (w, h), 0)  # ink coverage: 255 where a glyph is
     draw = ImageDraw.Draw(page)
     y = int(rng.integers(2, 12))
     margin = int(rng.integers(4, 16))
@@ -81,7 +86,7 @@ def render_page(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
         use_cjk = bool(cjk) and rng.random() < 0.3
         path = str(rng.choice(cjk if use_cjk else latin)) if (cjk or latin) else ""
         font = _font(path, font_size) if path else ImageFont.load_default()
-        ink = int(rng.integers(0, 60))
+        coverage = int(rng.integers(195, 256))  # lighter strokes for some lines, as faded print
         x = margin + int(rng.integers(0, 20))
         while x < w - margin:
             if use_cjk:
@@ -90,11 +95,36 @@ def render_page(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
                 word = str(rng.choice(WORDS))
                 if rng.random() < 0.15:
                     word = word.capitalize()
-            draw.text((x, y), word, fill=ink, font=font)
+            draw.text((x, y), word, fill=coverage, font=font)
             x += int(draw.textlength(word + " ", font=font))
         y += int(font_size * rng.uniform(1.2, 1.8))
-    grey = np.asarray(page, dtype=np.float32) / 255.0
-    return np.repeat(grey[:, :, None], 3, axis=2)
+    ink_cover = np.asarray(page, dtype=np.float32)[:, :, None] / 255.0
+    background = paper(rng, size)
+    ink = float(rng.uniform(0.02, 0.3)) * np.clip(background.mean() / 0.9, 0.5, 1.0)  # ink stays darker than its paper
+    out = background * (1.0 - ink_cover) + ink * ink_cover
+    optics = float(rng.uniform(0.0, 0.7))  # the scanner's point spread (0: a perfect rendering)
+    if optics > 0.2:
+        out = ndimage.gaussian_filter(out, sigma=(optics, optics, 0), mode="nearest")
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def paper(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """Scanned paper (H, W, 3): white on a quarter of pages; otherwise a grey level from 0.5
+    (a photographed page in poor light, like scikit-image's `text`) to 0.97, a slight yellow
+    tint, an illumination gradient across the page (up to +-25 %, like `page`), soft uneven
+    shading and a fine fibre texture. The page's own look, kept by every task's target."""
+    h, w = size
+    if rng.random() < 0.25:
+        return np.ones((h, w, 3), np.float32)
+    level = float(rng.uniform(0.5, 0.97))
+    tint = level * (1.0 - float(rng.uniform(0.0, 0.08)) * np.array([0.0, 0.3, 1.0], np.float32))
+    angle = float(rng.uniform(0, 2 * np.pi))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = (xx / max(w - 1, 1) - 0.5) * np.cos(angle) + (yy / max(h - 1, 1) - 0.5) * np.sin(angle)
+    light = 1.0 + float(rng.uniform(0.0, 0.5)) * ramp
+    light = light * (1.0 + float(rng.uniform(0.0, 0.06)) * smooth_noise(rng, (h, w), sigma=max(h, w) / 4))
+    fibre = float(rng.uniform(0.0, 0.02)) * smooth_noise(rng, (h, w), sigma=1.0)
+    return np.clip(tint[None, None, :] * light[:, :, None] + fibre[:, :, None], 0.0, 1.0).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- degradations
@@ -260,7 +290,7 @@ def generate_document_pairs(root: str | Path, task: str = "mixed", count: int = 
         write_png(root / "degraded" / f"{i:05d}.png", degraded)
         write_png(root / "clean" / f"{i:05d}.png", clean)
     latin, cjk = available_fonts()
-    write_json(root / "meta.json", {"generator": "zoo.data.documents", "task": task, "count": count, "seed": seed,
+    write_json(root / "meta.json", {"generator": "zoo.data.documents", "version": GENERATOR_VERSION, "task": task, "count": count, "seed": seed,
                                     "split": split, "size": list(size), "sizes": [list(s) for s in sizes] if sizes else None,
                                     "fonts": {"latin": len(latin), "cjk": len(cjk)}})
     return root

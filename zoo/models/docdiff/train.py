@@ -83,13 +83,14 @@ def _procedural(workdir: Path, task: str, count: int, seed: int, split: str, siz
 
     A folder that does not match is emptied first, so that no page of an earlier, larger set
     (or of another page size) stays behind for `PairedFolder` to pick up."""
-    from zoo.data.documents import generate_document_pairs
+    from zoo.data.documents import GENERATOR_VERSION, generate_document_pairs
 
     folder = workdir / "data" / f"{task}-{split}"
     meta = folder / "meta.json"
     if meta.is_file():
         info = json.loads(meta.read_text())
-        if (info.get("count"), info.get("seed"), info.get("task"), info.get("size")) == (count, seed, task, [size, size]):
+        if (info.get("version"), info.get("count"), info.get("seed"), info.get("task"), info.get("size")) == (
+                GENERATOR_VERSION, count, seed, task, [size, size]):
             return folder
         meta.unlink()
     for sub in ("degraded", "clean"):

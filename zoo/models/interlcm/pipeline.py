@@ -15,7 +15,6 @@ an image comes from seed + k, whatever else is in the batch.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import cv2
@@ -133,14 +132,11 @@ class InterLCMPipeline(Pipeline):
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if any(item is None for item in items):
             raise ValueError("interlcm needs an image: a photo with faces, or an aligned face crop with mode=aligned")
-        began = time.perf_counter()
         photos = [np.asarray(load_image(item).convert("RGB")) for item in items]
         plans = [self._plan(p, mode, int(max_faces)) for p in photos]
-        detected = time.perf_counter()
         crops = [torch.from_numpy(c).permute(2, 0, 1).float() / 255.0 for plan, _ in plans for c, _m in plan]
         seeds = [int(seed) + k for plan, _ in plans for k in range(len(plan))]
         restored = self.restore_crops(torch.stack(crops), seeds, steps, start, bool(colour_fix)) if crops else torch.zeros(0)
-        done = time.perf_counter()
         results, k = [], 0
         n = int(steps) or self.config.num_steps
         for photo, (plan, info) in zip(photos, plans):
@@ -162,8 +158,7 @@ class InterLCMPipeline(Pipeline):
                     x1, y1 = corners.max(0)
                     boxes.append([max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)])
             info = {**info, "steps": n, "start": start, "colour_fix": bool(colour_fix),
-                    "timesteps": lcm_timesteps(self.config, n),
-                    "timings": {"detect": (detected - began) / len(items), "restore": (done - detected) / len(items)}}
+                    "timesteps": lcm_timesteps(self.config, n)}
             results.append(ImageResult([out], info=info, boxes=np.asarray(boxes, np.float32).reshape(-1, 4)))
         return results
 

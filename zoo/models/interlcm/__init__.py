@@ -159,7 +159,7 @@ CARD = _card("interlcm", 4)
 register_model(CARD)(interlcm)
 
 __all__ = [
-    "CARD", "CLIP_B16", "FFHQ_TEMPLATE_512", "SD15_UNET", "BaseTrainConfig", "BaseTrainable", "Face", "FaceSearch",
+    "CARD", "CLIP_B16", "FFHQ_TEMPLATE_512", "MICRO_BASE", "MICRO_TRAIN", "SD15_UNET", "BaseTrainConfig", "BaseTrainable", "Face", "FaceSearch",
     "InterLCMConfig", "InterLCMModel", "InterLCMPipeline", "InterLCMTrainConfig", "InterLCMTrainable", "PatchDiscriminator",
     "VisualEncoder", "align_face", "basicsr_params", "build_base_task", "build_task", "clip_state", "convert_state_dict",
     "find_faces", "guidance_embedding", "hinge_discriminator_loss", "hinge_generator_loss", "interlcm", "lcm_alphas_cumprod",

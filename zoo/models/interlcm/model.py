@@ -246,6 +246,10 @@ class InterLCMModel(nn.Module):
                              f"the VAE by {self.factor}")
         for frozen in (self.unet, self.vae, self.clip):
             frozen.requires_grad_(False)
+        for net in (self.unet, self.vae, self.controlnet):
+            # diffusers blocks recompute through `_gradient_checkpointing_func`: set it (checkpointing stays off), so
+            # flipping `gradient_checkpointing` (the loop's grad_checkpointing, zoo.memory's estimate) works
+            net._set_gradient_checkpointing(enable=False)
         self.register_buffer("latent_scale", torch.tensor(float(config.latent_scale)))
         self.register_buffer("alphas_cumprod", torch.tensor(lcm_alphas_cumprod(config)), persistent=False)
         w = torch.tensor([config.guidance_scale - 1.0])

@@ -298,6 +298,8 @@ class Run:
             reason = "--no-compile" if args.no_compile else "quick run on CPU (a cold inductor compile takes minutes on small CPUs)"
             self.doc["skipped"].append({"what": "torch.compile", "reason": reason})
         self.path = result_path(self.doc, self.out_dir)
+        self._main_graphs: list[tuple[str, str, Any]] = []  # each family's first graph: what torch.compile measures
+        self._ort_missing: str | None = None
 
     def save(self) -> None:
         self.doc["elapsed_s"] = round(self.budget.elapsed, 1)
@@ -451,24 +453,94 @@ class Run:
                 continue
             for spec in specs:
                 inputs = graph_inputs(spec, 1, self.device)
-                for mode in ("eager", "cuda_graph"):
-                    entry: dict[str, Any] = {"model": card.name, "variant": variant, "graph": spec.name, "precision": "fp32", "mode": mode, "batch": 1}
+                cuda = self.device.type == "cuda"
+                for mode, precision in (("eager", "fp32"), ("eager", "fp16"), ("cuda_graph", "fp32"), ("ort_cuda", "fp32")):
+                    entry: dict[str, Any] = {"model": card.name, "variant": variant, "graph": spec.name, "precision": precision, "mode": mode, "batch": 1}
                     try:
-                        if mode == "eager":
+                        if mode == "eager" and precision == "fp32":
                             fn = eager_call(spec.module, *inputs)
-                        elif self.device.type == "cuda":
+                        elif not cuda:
+                            continue  # fp16, CUDA graphs and ORT's CUDA provider: on a GPU only (listed once in `skipped`)
+                        elif mode == "eager":
+                            fn = _fp16_call(spec.module, inputs)
+                        elif mode == "cuda_graph":
                             fn = _graph_runner_multi(spec.module, inputs)
                         else:
-                            continue
+                            fn = self._ort_cuda(spec, inputs)
+                            if fn is None:
+                                continue
                         entry.update(latency_summary(self.clock.latency_ms(fn, self.lat_iters, self.lat_warmup)))
-                        say(f"  {card.name}/{variant} {spec.name} {mode:<10} b1 latency median {entry['median_ms']} ms, p90 {entry['p90_ms']} ms")
+                        say(f"  {card.name}/{variant} {spec.name} {precision} {mode:<10} b1 latency median {entry['median_ms']} ms, p90 {entry['p90_ms']} ms")
                     except Exception as err:  # noqa: BLE001
                         entry["error"] = error_text(err)
                         say(f"  {card.name}/{variant} {spec.name} {mode}: failed: {entry['error']}")
                     self.doc["others"].append(entry)
+            if specs:
+                self._main_graphs.append((card.name, variant, specs[0]))
             del pipeline
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+            self.save()
+        if self.device.type != "cuda":
+            self.skip("other models: fp16 eager, CUDA graphs, ONNX Runtime CUDA", "measured on a CUDA device only (this is a CPU dry run)")
+
+    def _ort_cuda(self, spec: Any, inputs: tuple[torch.Tensor, ...]) -> Callable[[], Any] | None:
+        """The graph exported (export.onnx, parity-checked) and run by ONNX Runtime's CUDA provider with
+        IO binding (export.runtime); None, listed once in `skipped`, where onnxruntime has no CUDA provider."""
+        if self._ort_missing is None:
+            try:
+                import onnxruntime
+
+                providers = onnxruntime.get_available_providers()
+                self._ort_missing = "" if "CUDAExecutionProvider" in providers else (
+                    f"onnxruntime {onnxruntime.__version__} has no CUDA provider ({', '.join(providers)}); install onnxruntime-gpu")
+            except ImportError as err:
+                self._ort_missing = f"onnxruntime not importable: {error_text(err)}"
+            if self._ort_missing:
+                self.skip("other models: ONNX Runtime CUDA", self._ort_missing)
+        if self._ort_missing:
+            return None
+        import tempfile
+
+        from export.onnx import export_onnx_graph
+        from export.runtime import OnnxRuntimeRunner, make_session
+
+        folder = Path(tempfile.mkdtemp(prefix="zoo-gpu-ort-"))
+        module = spec.module.to("cpu").float()  # export runs on the CPU in fp32, then the module goes back
+        try:
+            entry = export_onnx_graph(spec, folder)
+        finally:
+            module.to(self.device)
+        if not entry["parity"]["passed"]:
+            raise RuntimeError("ONNX export failed its parity check")
+        runner = OnnxRuntimeRunner(make_session(folder / entry["file"], self.device), spec, self.device)
+        return lambda: runner(*inputs)
+
+    def others_compiled(self) -> None:
+        """torch.compile (default mode) of each family's main graph at batch 1, after everything else, while the budget allows."""
+        if not self.compile_enabled:
+            self.skip("other models: torch.compile", "compile disabled for this run (--no-compile, or a quick CPU run)")
+            return
+        for name, variant, spec in self._main_graphs:
+            if self.budget.remaining < max(90.0, 2 * self.slowest_compile):
+                self.skip(f"{name}/{variant} {spec.name} torch.compile", "time budget spent")
+                continue
+            entry: dict[str, Any] = {"model": name, "variant": variant, "graph": spec.name, "precision": "fp32", "mode": "compile", "batch": 1}
+            try:
+                from bench.graphs import graph_inputs
+
+                inputs = graph_inputs(spec, 1, self.device)
+                started = time.perf_counter()
+                fn = compiled_call(torch.compile(spec.module), *inputs, mark_step=False)
+                fn()
+                entry["compile_s"] = round(time.perf_counter() - started, 1)
+                self.slowest_compile = max(self.slowest_compile, entry["compile_s"])
+                entry.update(latency_summary(self.clock.latency_ms(fn, self.lat_iters, self.lat_warmup)))
+                say(f"  {name}/{variant} {spec.name} compile b1 latency median {entry['median_ms']} ms (compiled in {entry['compile_s']} s)")
+            except Exception as err:  # noqa: BLE001
+                entry["error"] = error_text(err)
+                say(f"  {name}/{variant} {spec.name} compile: failed: {entry['error']}")
+            self.doc["others"].append(entry)
             self.save()
 
     def compiled(self, models: dict[tuple[str, str], torch.nn.Module]) -> None:
@@ -563,6 +635,13 @@ class Run:
         say(f"wrote {self.path} in {self.budget.elapsed:.0f} s")
 
 
+def _fp16_call(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> Callable[[], Any]:
+    """A half-precision copy of the graph's module on float inputs (integer inputs unchanged)."""
+    half = copy.deepcopy(module).half().eval()
+    cast = tuple(t.half() if t.is_floating_point() else t for t in inputs)
+    return eager_call(half, *cast)
+
+
 def _graph_runner_multi(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> Callable[[], Any]:
     """CUDA graph capture for a graph with any number of inputs."""
 
@@ -626,6 +705,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     models = session.efficientad()
     session.others()
     session.compiled(models)
+    session.others_compiled()
     session.summary()
     return session.doc
 

@@ -36,6 +36,10 @@ def test_gpu_sh_cpu_quick_dry_run(tmp_path):
     expected = {(c.name, g.name) for c in list_models() if c.name != "efficientad" for g in build_pipeline(c.name, "micro").graph_specs()}
     measured = {(o["model"], o["graph"]) for o in document["others"] if o["mode"] == "eager" and o.get("median_ms", 0) > 0}
     assert measured == expected  # every other registered model's micro graphs, at batch 1
+    # fp16 eager, CUDA graphs, ONNX Runtime CUDA and torch.compile of each main graph: on a GPU only, said so
+    reasons = {s["what"]: s["reason"] for s in document["skipped"]}
+    assert "CUDA device only" in reasons["other models: fp16 eager, CUDA graphs, ONNX Runtime CUDA"]
+    assert "compile disabled" in reasons["other models: torch.compile"]
     check = next(c for c in document["checks"] if "fp16" in c["what"])
     assert check["max_abs_diff"] < 0.05  # fp16 maps track fp32 ones
 

@@ -1,7 +1,9 @@
 """The GPU script, exercised on CPU (`bench/gpu.sh OUT --device cpu --quick`) until it runs on a GPU."""
 
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,3 +68,21 @@ def test_models_only_run_names_its_suite_and_skips_unknown_variants(tmp_path):
     assert [(o["model"], o["variant"], o["graph"]) for o in document["others"]] == [("vidt", "micro", "detect")]
     assert any(s["what"] == "vidt/no-such-size" for s in document["skipped"])
     assert (tmp_path / f"gpu-models-cpu-{document['date']}.json").is_file()
+
+
+def test_gpu_train_recipes_name_real_models_and_settings():
+    """bench/gpu-train.sh cannot run here (no GPU); its recipes must at least name registered
+    models, variants and training settings that exist, so the lent minutes are not lost to a typo."""
+    from zoo.registry import get_card
+
+    script = REPO / "bench" / "gpu-train.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    recipes = re.findall(r"^\s+([a-z-]+)\) echo \"(.+)\" ;;$", script.read_text(), flags=re.M)
+    assert {name for name, _ in recipes} == {"vidt", "vidt-plus", "oneformer", "efficientad", "docdiff"}
+    for name, args in recipes:
+        words = args.split()
+        card = get_card(words[0])
+        assert words[0] == name and words[words.index("--variant") + 1] in card.variants
+        fields = {f.name for f in dataclasses.fields(next(iter(card.train_stages.values())).config_cls)}
+        settings = [words[i + 1].split("=")[0] for i, word in enumerate(words) if word == "--set"]
+        assert set(settings) <= fields, f"{name}: unknown settings {set(settings) - fields}"

@@ -5,6 +5,7 @@ Suites (`zoo bench SUITE [--quick] [--json]`):
 - `latency`   every registered graph: PyTorch eager vs torch.compile vs ONNX Runtime, batch 1 and 8.
 - `reference` EfficientAD-S/-M against anomalib's EfficientAdModel: inference and one training step.
 - `serving`   `zoo serve` on loopback under a bounded load generator: batching on/off, server overhead.
+- `ladder`    each family's main graph down the CPU precision ladder (eager, ORT/OpenVINO fp32, bf16, int8), EfficientAD-S vs anomalib.
 - `flops`     FLOPs per image and achieved GFLOP/s against a large matmul measured in the same run.
 - `gpu`       the CUDA script (`bench/gpu.sh OUT`); `--device cpu --quick` until it has run on a GPU.
 - `demo-check` every bundled example through its bundled weights, checked against what it should show.
@@ -25,6 +26,7 @@ SUITES: dict[str, str] = {
     "reference": "bench.reference",
     "serving": "bench.serving",
     "flops": "bench.flops",
+    "ladder": "bench.ladder",
     "gpu": "bench.gpu",
     "report": "bench.report",
     "demo-check": "bench.demo_check",

@@ -26,7 +26,6 @@ and the export refuses the file (ParityError) unless asked not to.
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -88,7 +87,8 @@ def family_data(pipeline: Pipeline, split: str, n: int, seed: int = 0) -> Family
     """`n` inputs from the family's task generator (train split: calibration; test: held out)."""
     card = pipeline.card
     task = card.task if card is not None else ""
-    size = 128
+    own = getattr(pipeline.config, "image_size", None)
+    size = int(min(max(own, 64), 256)) if isinstance(own, int) else 128  # the graph's own size where it has one
     if task == "anomaly-detection":
         from zoo.data.anomaly import defect_kinds_for, make_sample
 
@@ -101,7 +101,7 @@ def family_data(pipeline: Pipeline, split: str, n: int, seed: int = 0) -> Family
         data = FamilyData([], f"zoo.data.anomaly {category!r}, split {split}, seed {seed}")
         for defect, count in plan:
             for i in range(count):
-                image, mask = make_sample(category, defect, seed=seed, index=i, image_size=size, split=split)
+                image, mask = make_sample(category, defect, seed=seed, index=i, image_size=size, split=split)[:2]
                 data.items.append((np.clip(image, 0, 1) * 255).astype(np.uint8))
                 data.labels.append(int(defect != "good"))
                 data.masks.append(np.asarray(mask, dtype=bool))
@@ -184,6 +184,7 @@ class Calibration:
 
     train: Recorded
     test: Recorded
+    reference: dict[str, list[np.ndarray]] = field(default_factory=dict)  # fp32 outputs on the held-out rows, per graph
 
     def samples(self, spec: GraphSpec, split: str = "train", limit: int = 64) -> tuple[list[tuple[torch.Tensor, ...]], str]:
         """The graph's recorded inputs split into batch-1 rows (at most `limit`), and where they come from;
@@ -409,7 +410,9 @@ def judge(pipeline: Pipeline, spec: GraphSpec, run: RunFn, precision: str, calib
     task = pipeline.card.task if pipeline.card is not None else ""
     rows, source = calibration.samples(spec, "test", limit=max(HELD_OUT_ITEMS, len(calibration.test.data.items)))
     names = [t.name for t in spec.outputs]
-    ref = _run_all(spec, _torch_run(spec), rows)
+    if spec.name not in calibration.reference:  # fp32 once per graph, however many rungs are judged
+        calibration.reference[spec.name] = _run_all(spec, _torch_run(spec), rows)
+    ref = calibration.reference[spec.name]
     got = _run_all(spec, run, rows)
     base: dict[str, Any] = {"precision": precision, "held_out": {"source": source, "samples": len(rows)}}
     data = calibration.test.data
@@ -451,17 +454,17 @@ def judge(pipeline: Pipeline, spec: GraphSpec, run: RunFn, precision: str, calib
             confident = prob.max(-1) >= np.quantile(prob.max(-1), 0.9)
         agree = float((r_logits.argmax(-1) == g_logits.argmax(-1))[confident].mean())
         r_boxes, g_boxes = ref[names.index("boxes")], got[names.index("boxes")]
-        box_l2 = float(np.linalg.norm(g_boxes - r_boxes) / max(np.linalg.norm(r_boxes), 1e-12))
+        box_l2 = float(np.linalg.norm(g_boxes - r_boxes)) / max(float(np.linalg.norm(r_boxes)), 1e-12)
         return {**base, "metric": tol.metric, "tolerance": tol.tolerance, "tolerance_means": tol.how,
                 "figures": {"top1_agreement": agree, "confident_queries": int(confident.sum()), "box_relative_l2": box_l2},
                 "passed": agree >= tol.tolerance and box_l2 <= 0.05}
     limit = OUTPUT_TOLERANCE[precision]
-    outputs = {}
+    outputs: dict[str, dict[str, Any]] = {}
     for t, r, g in zip(spec.outputs, ref, got):
         if not np.issubdtype(r.dtype, np.floating):
             outputs[t.name] = {"exact": bool(np.array_equal(r, g)), "passed": bool(np.array_equal(r, g))}
             continue
-        rel = float(np.linalg.norm(g.astype(np.float64) - r) / max(np.linalg.norm(r), 1e-12))
+        rel = float(np.linalg.norm(g.astype(np.float64) - r)) / max(float(np.linalg.norm(r)), 1e-12)
         outputs[t.name] = {"relative_l2": rel, "passed": rel <= limit}
     return {**base, "metric": "relative L2 error of each output against fp32", "tolerance": limit,
             "tolerance_means": "maximum relative L2 per output", "figures": outputs, "passed": all(o["passed"] for o in outputs.values())}

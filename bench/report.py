@@ -117,6 +117,13 @@ def rows_serving(d: dict[str, Any]) -> list[list[str]]:
         [name, f"throughput, batching on / off, concurrency {top}", _x(r.get(f"batching_throughput_gain_c{top}")), _goal("≥ ×1.5", met.get("batching_gain"))],
         [name, "server p50 / in-process call, concurrency 1", _x(r.get("server_p50_over_in_process")), _goal("≤ ×1.2", met.get("server_overhead"))],
     ]
+    if f"throughput_c{top}_over_c1" in r:  # runs with server instances (--instances)
+        rows.append([name, f"throughput, concurrency {top} / 1, {s.get('instances', 1)} instances, batching on", _x(r.get(f"throughput_c{top}_over_c1")),
+                     _goal("≥ ×1.7", met.get("scaling"))])
+        gains = [r.get(f"batching_throughput_gain_c{c}") for c in s["concurrency"]]
+        low = min((g for g in gains if g is not None), default=None)
+        rows.append([name, "throughput, batching on / off, lowest over concurrency " + ", ".join(str(c) for c in s["concurrency"]), _x(low),
+                     _goal("≥ ×1.0", met.get("batching_never_loses"))])
     if str(s.get("device", "cpu")).startswith("cuda"):
         res = d["results"]
         rows.append([name, f"throughput, batching on, concurrency {top}", f"{res.get(f'batching_on_c{top}', {}).get('throughput_rps')} req/s", ""])

@@ -55,6 +55,7 @@ BUDGET_S = {True: 55.0, False: 280.0}
 READY_TIMEOUT_S = 120.0
 GOAL_BATCHING_GAIN = 1.5
 GOAL_OVERHEAD = 1.2
+GOAL_SCALING = 1.7  # throughput at the top concurrency over concurrency 1 (batching on, the default instances)
 
 
 def free_port() -> int:
@@ -67,13 +68,14 @@ def free_port() -> int:
 class Server:
     """`zoo serve` (as `python -m zoo.cli serve`) in a child process on 127.0.0.1."""
 
-    def __init__(self, model: str, variant: str, max_batch_size: int, threads: int, device: str, log_dir: Path, random_weights: bool = False):
+    def __init__(self, model: str, variant: str, max_batch_size: int, threads: int, device: str, log_dir: Path, random_weights: bool = False,
+                 instances: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
             "serve", "--host", "127.0.0.1", "--port", str(self.port), "--models", f"{model}:{variant}", "--no-demo",
             "--device", device, "--max-batch-size", str(max_batch_size), "--max-queue-delay-ms", str(QUEUE_DELAY_MS),
-            "--queue-size", "256", *(["--random-weights"] if random_weights else []),
+            "--queue-size", "256", "--instances", str(instances), *(["--random-weights"] if random_weights else []),
         ]
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -158,6 +160,7 @@ def run(
     requests: int | None = None,
     time_limit_s: float | None = None,
     rounds: int | None = None,
+    instances: int | None = None,
     **_: Any,
 ) -> dict[str, Any]:
     """Start both servers, drive them, compare with the in-process call, write to `out_dir` if given.
@@ -166,8 +169,11 @@ def run(
     from bench.graphs import graph_inputs, quick_variant
     from zoo.registry import create_model, get_card
 
+    from serving.batching import default_instances
+
     threads = pin_threads(threads)
     device = device or "cpu"
+    instances = int(instances or default_instances(device))
     budget = Budget(budget_s or BUDGET_S[quick])
     card = get_card(model)
     variant = variant or quick_variant(card)
@@ -194,6 +200,7 @@ def run(
             "device": device,
             "threads": threads,
             "protocol": "Open Inference Protocol v2 infer, binary tensor extension (as tritonclient), keep-alive connections",
+            "instances": instances,
             "batching_off": "--max-batch-size 1",
             "batching_on": f"--max-batch-size {BATCH_ON} --max-queue-delay-ms {QUEUE_DELAY_MS}",
             "concurrency": list(concurrency),
@@ -213,7 +220,7 @@ def run(
     log_dir = Path(tempfile.mkdtemp(prefix="zoo-bench-serve-"))
     servers: dict[str, Server] = {}
     try:
-        servers = {mode: Server(model, variant, size, threads, device, log_dir, random_weights) for mode, size in (("off", 1), ("on", BATCH_ON))}
+        servers = {mode: Server(model, variant, size, threads, device, log_dir, random_weights, instances) for mode, size in (("off", 1), ("on", BATCH_ON))}
         document["settings"]["server_commands"] = {mode: s.command for mode, s in servers.items()}
         for server in servers.values():
             server.wait_ready()
@@ -273,11 +280,17 @@ def _summarise(document: dict[str, Any], in_process: Timing, concurrency: tuple[
     }
     for c in concurrency:
         ratios[f"batching_throughput_gain_c{c}"] = ratio(get(f"batching_on_c{c}", "throughput_rps"), get(f"batching_off_c{c}", "throughput_rps"))
+    low = min(concurrency)
+    ratios[f"throughput_c{top}_over_c{low}"] = ratio(get(f"batching_on_c{top}", "throughput_rps"), get(f"batching_on_c{low}", "throughput_rps"))
     document["ratios"] = ratios
     gain, overhead = ratios[f"batching_throughput_gain_c{top}"], ratios["server_p50_over_in_process"]
+    scaling = ratios[f"throughput_c{top}_over_c{low}"]
+    gains = [ratios[f"batching_throughput_gain_c{c}"] for c in concurrency]
     document["goals_met"] = {
         "batching_gain": None if gain is None else bool(gain >= GOAL_BATCHING_GAIN),
         "server_overhead": None if overhead is None else bool(overhead <= GOAL_OVERHEAD),
+        "scaling": None if scaling is None else bool(scaling >= GOAL_SCALING),
+        "batching_never_loses": None if any(g is None for g in gains) else bool(min(gains) >= 1.0),
     }
 
 
@@ -306,6 +319,8 @@ def render(document: dict[str, Any]) -> str:
         f"batching gain at concurrency {top}: x{r.get(f'batching_throughput_gain_c{top}')} (goal x{GOAL_BATCHING_GAIN}: {_word(goals.get('batching_gain'))})",
         f"server p50 / in-process p50: x{r.get('server_p50_over_in_process')} (goal <= x{GOAL_OVERHEAD}: {_word(goals.get('server_overhead'))}); "
         f"with batching on: x{r.get('server_p50_over_in_process_batching_on')}",
+        f"throughput at concurrency {top} / 1 ({s.get('instances', 1)} instances): x{r.get(f'throughput_c{top}_over_c1')} "
+        f"(goal x{GOAL_SCALING}: {_word(goals.get('scaling'))}); batching never loses: {_word(goals.get('batching_never_loses'))}",
     ])
 
 

@@ -233,10 +233,25 @@ def ladder_refusal(pipeline: Pipeline, precision: str) -> str | None:
     return None
 
 
+def step_inputs_vary(calibration: Calibration, spec: GraphSpec) -> bool:
+    """True when a per-row scalar input (shape ("batch",): a timestep, a noise level) takes several
+    values over the recorded calls: a sampler stepping, not tiles or prompts through one graph."""
+    calls = calibration.train.inputs.get(spec.name) or []
+    for index, tensor in enumerate(spec.inputs):
+        if len(tensor.shape) == 1 and isinstance(tensor.shape[0], str):
+            values = {float(v) for call in calls for v in call[index].reshape(-1).tolist()}
+            if len(values) > 1:
+                return True
+    return False
+
+
 def iterative_reason(calibration: Calibration, spec: GraphSpec) -> str | None:
+    """Why a graph stays fp32 in an int8 export (None: it is quantised): called several times a
+    prediction with a stepping scalar input, i.e. an iterative sampler's step."""
     calls = calibration.iterative(spec)
-    if calls > 1.5:
-        return (f"kept fp32: called {calls:.0f} times per prediction (an iterative loop); per-step int8 error compounds over the loop "
+    if calls > 1.5 and step_inputs_vary(calibration, spec):
+        return (f"kept fp32: called {calls:.0f} times per prediction with a stepping timestep/noise-level input (an iterative sampler); "
+                "per-step int8 error compounds over the loop "
                 "and no task metric over the whole loop is declared")
     return None
 

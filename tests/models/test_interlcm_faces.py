@@ -104,7 +104,7 @@ def test_pipeline_modes_and_photos(pipeline, monkeypatch):
     monkeypatch.setattr(pipeline, "detect", lambda image: faces)
     out = pipeline.predict(photo, steps=2)
     assert out.info["faces"] == 2 and out.info["skipped_small"] == 1 and out.info["timesteps"] == [999, 499]
-    assert out.images[0].shape == photo.shape and out.boxes.shape == (2, 4)
+    assert out.images[0].shape == photo.shape and out.boxes.shape == (2, 4) and out.info["images"] == ["restored", "faces"]
     np.testing.assert_array_equal(out.images[0][1300:, :600], photo[1300:, :600])
     assert np.abs(out.images[0][150:170, 150:170].astype(int) - photo[150:170, 150:170]).mean() > 1
     drawn = out.draw(photo)

@@ -1,4 +1,5 @@
-"""InterLCM predictor: a photo (or an aligned face) -> ImageResult (the restored photo, faces outlined).
+"""InterLCM predictor: a photo (or an aligned face) -> ImageResult: the restored photo, and the same with the restored
+faces outlined (`boxes`; a second image when any face was restored).
 
 1. Faces: MTCNN five landmarks, each face aligned to the FFHQ template at the model's crop size
    (faces.py, with its rules for no face, many faces, tiny faces and huge photos). `mode`: "auto" restores
@@ -159,7 +160,11 @@ class InterLCMPipeline(Pipeline):
                     boxes.append([max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)])
             info = {**info, "steps": n, "start": start, "colour_fix": bool(colour_fix),
                     "timesteps": lcm_timesteps(self.config, n)}
-            results.append(ImageResult([out], info=info, boxes=np.asarray(boxes, np.float32).reshape(-1, 4)))
+            result = ImageResult([out], info=info, boxes=np.asarray(boxes, np.float32).reshape(-1, 4))
+            if len(boxes):  # a second image with the restored faces outlined (what the demo shows beside the input)
+                result.images.append(np.asarray(result.draw()))
+                result.info["images"] = ["restored", "faces"]
+            results.append(result)
         return results
 
 

@@ -460,7 +460,8 @@ class ModelCard:
         dict of the image and the texts that come with it (`example_text`)."""
         if len(self.inputs) <= 1:
             return example
-        values = {spec.name: example if spec.is_image else self.example_text(example, spec) for spec in self.inputs}
+        first = self.image_inputs[0] if self.image_inputs else None  # the example fills the first image input only (a mask is not the photo)
+        values = {spec.name: example if spec is first else None if spec.is_image else self.example_text(example, spec) for spec in self.inputs}
         return {name: value for name, value in values.items() if value is not None}
 
     @property

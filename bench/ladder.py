@@ -255,9 +255,11 @@ def run(
     command: str | None = None,
     models: list[str] | None = None,
     reference: bool = True,
+    held_out: int | None = None,
     **_: Any,
 ) -> dict[str, Any]:
-    """reference=False leaves out EfficientAD-S against anomalib (the families' rows only)."""
+    """reference=False leaves out EfficientAD-S against anomalib (the families' rows only);
+    held_out: held-out inputs per family's judge (default: what `zoo export` uses, 48; anomaly 96)."""
     from bench.graphs import quick_variant
     from export.quantize import calibration_inputs
     from zoo.registry import create_model, list_models
@@ -272,6 +274,12 @@ def run(
     )
     workroot = Path(tempfile.mkdtemp(prefix="zoo-bench-ladder-"))
     original_threads = torch.get_num_threads()
+    import export.quantize as quantize
+
+    saved = (quantize.HELD_OUT_ITEMS, quantize.HELD_OUT_ANOMALY)
+    if held_out:
+        quantize.HELD_OUT_ITEMS = quantize.HELD_OUT_ANOMALY = held_out
+        document["settings"]["held_out_per_family"] = held_out
     try:
         # EfficientAD-S against anomalib first: the headline
         try:
@@ -280,9 +288,8 @@ def run(
         except Exception as err:  # noqa: BLE001 - recorded, the other families still run
             document["skipped"].append({"graph": "efficientad/s", "reason": error_text(err)})
             log(f"ladder: efficientad/s skipped: {error_text(err)}")
-        for card in list_models():
-            if models and card.name not in models:
-                continue
+        cards = {card.name: card for card in list_models()}
+        for card in [cards[m] for m in models if m in cards] if models else list(cards.values()):  # `models` in its own order
             if budget.remaining < 60:
                 document["skipped"].append({"graph": card.name, "reason": "time budget spent"})
                 continue
@@ -292,7 +299,7 @@ def run(
             try:
                 weights = None if card.demo_weights_path(variant) is not None else "random"
                 pipeline = create_model(card.name, variant, weights=weights)
-                calibration = calibration_inputs(pipeline, size=8 if quick else 16)
+                calibration = calibration_inputs(pipeline, size=8)
                 spec = main_graph(pipeline, calibration)
                 rung = Rung(pipeline, spec, workroot / card.name, calibration)
                 rung.workdir.mkdir(parents=True, exist_ok=True)
@@ -306,6 +313,7 @@ def run(
                                        "rungs": rung.info, "calibration": calibration.train.data.source, "seconds": round(time.perf_counter() - started, 1)}
             log(f"ladder: {key} ({spec.name}) done in {time.perf_counter() - started:.0f} s: {_line(document['graphs'][key], max(settings))}")
     finally:
+        quantize.HELD_OUT_ITEMS, quantize.HELD_OUT_ANOMALY = saved
         torch.set_num_threads(original_threads)
         shutil.rmtree(workroot, ignore_errors=True)
     document["elapsed_s"] = round(budget.elapsed, 1)

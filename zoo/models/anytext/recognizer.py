@@ -89,6 +89,9 @@ class OnnxGraphModule(nn.Module):
                 raise NotImplementedError(f"ONNX operator {node.op_type!r} (node {node.name!r}) is not supported; "
                                           f"supported: {', '.join(sorted(_OPS))}")
             self.nodes.append((node.op_type, list(node.input), list(node.output), _attrs(node)))
+        # the last node reading each value: intermediate values are dropped after it (memory of a forward
+        # pass without gradients stays that of a few layers, not of all 800 nodes' outputs)
+        self._last_use = {name: i for i, (_, ins, _, _) in enumerate(self.nodes) for name in ins}
         for name, array in constants:
             if array.dtype.kind == "f":
                 key = _safe(name)
@@ -111,12 +114,16 @@ class OnnxGraphModule(nn.Module):
             return self._ints[name]
 
         remaining = set(wanted)
-        for op, ins, outs, attrs in self.nodes:
+        keep = set(wanted)
+        for step, (op, ins, outs, attrs) in enumerate(self.nodes):
             result = _OPS[op]([get(n) for n in ins], attrs)
             results = result if isinstance(result, tuple) else (result,)
             for name, value in zip(outs, results):
                 env[name] = value
                 remaining.discard(name)
+            for name in ins:
+                if self._last_use.get(name) == step and name not in keep:
+                    env.pop(name, None)
             if not remaining:
                 break
         return tuple(env[name] for name in wanted)

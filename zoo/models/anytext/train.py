@@ -283,7 +283,8 @@ def ocr_feature_distance(model: AnyTextModel, generated: list[np.ndarray], truth
             box = crop_box(position_mask([polygon], size))
             boxes[i, k] = torch.tensor(box if box is not None else (0, 0, 1, 1))
     rec = model.recognizer()
-    per_sample = text_perceptual_loss(gen, gt, boxes, [len(p) for p in polygons], lambda x: rec(x)[1])
+    features = lambda x: torch.cat([rec(part)[1] for part in x.split(16)])  # noqa: E731 - in chunks (memory)
+    per_sample = text_perceptual_loss(gen, gt, boxes, [len(p) for p in polygons], features)
     return float(per_sample.mean())
 
 

@@ -17,6 +17,7 @@ with every submodule that has the switch (`gradient_checkpointing`) turned on.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -61,6 +62,11 @@ def training_memory(pipeline: Any, graph: str, batch_size: int, *, optimizer_sta
     previous = [m.gradient_checkpointing for m in switches]
     for m in switches:
         m.gradient_checkpointing = True
+    # diffusers blocks checkpoint through a function their model's enable_gradient_checkpointing() sets
+    added = [(m, m.__dict__.get("_gradient_checkpointing_func", "absent")) for m in switches
+             if getattr(m, "_gradient_checkpointing_func", None) is None]
+    for m, _ in added:
+        m._gradient_checkpointing_func = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=False)
     was_training = module.training
     module.train()
     try:
@@ -69,6 +75,11 @@ def training_memory(pipeline: Any, graph: str, batch_size: int, *, optimizer_sta
         module.train(was_training)
         for m, value in zip(switches, previous):
             m.gradient_checkpointing = value
+        for m, before in added:
+            if before == "absent":
+                del m._gradient_checkpointing_func
+            else:
+                m._gradient_checkpointing_func = before
     if amp:
         activations //= 2
     out = {

@@ -10,7 +10,9 @@ return the card's result type and draw it. Where an example has a `STEM.expect.j
 - `segments`: the requested task (instance) finds every thing: a segment of its class whose
   box has IoU >= 0.5 with the thing's;
 - `anomaly`: a defective example's map peaks inside its defect's box (grown by `MARGIN_PX`), and
-  the good example scores below every defective one of its card.
+  the good example scores below every defective one of its card;
+- `restoration`: the restored image is closer to the clean original (PSNR) than the input is,
+  for each variant the expectation names (the demo's default and the task's own model).
 
 The document lists each example with `passed` and the reasons it failed; `failed` counts them.
 """
@@ -91,7 +93,21 @@ def check_anomaly(result: Any, expect: dict[str, Any]) -> list[str]:
     return [] if inside else [f"map peaks at ({peak_x}, {peak_y}), outside the {expect['defect']} at {expect['defect_box']}"]
 
 
+def check_restoration(result: Any, expect: dict[str, Any], given: np.ndarray) -> list[str]:
+    from zoo.imageio import load_image
+
+    clean = np.asarray(load_image(expect["clean"]), dtype=np.float64) / 255.0
+    restored = np.asarray(result.images[0], dtype=np.float64) / 255.0
+    before, after = _psnr(given / 255.0, clean), _psnr(restored, clean)
+    return [] if after > before else [f"PSNR {before:.2f} -> {after:.2f} dB: the {expect['task']} model lowers it"]
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
+
+
 CHECKS = {"detections": check_detections, "segments": check_segments, "anomaly": check_anomaly}
+CHECKS_WITH_INPUT = {"restoration": check_restoration}
 
 
 def check_ranking(entries: list[dict[str, Any]]) -> None:
@@ -111,36 +127,47 @@ def _options(card: Any, expect: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_card(card: Any, variant: str | None = None) -> list[dict[str, Any]]:
-    """Run and check each example of one card; one entry per example."""
-    from zoo.imageio import load_image
+    """Run and check each example of one card; one entry per example and variant."""
     from zoo.registry import create_model
 
     if not card.examples:
         return []
-    name = variant or card.default_variant
-    pipeline = create_model(card.name, name)
+    default = variant or card.default_variant
+    pipelines: dict[str, Any] = {}
     entries = []
     for example in card.examples:
         expect_file = expect_path(example) if not str(example).startswith("skimage:") else None
         expect = json.loads(expect_file.read_text()) if expect_file is not None and expect_file.exists() else {}
-        start = time.perf_counter()
-        problems: list[str] = []
-        entry: dict[str, Any] = {"model": card.name, "variant": name, "example": Path(example).name, "check": expect.get("check", "runs")}
-        try:
-            result = pipeline.predict(card.example_input(example), **_options(card, expect))
-            result.draw(load_image(example)) if _draw_takes_image(result) else result.draw()
-            if expect:
-                problems += CHECKS[expect["check"]](result, expect)
-            if hasattr(result, "score"):
-                entry["score"] = float(result.score)
-            if "defect" in expect:
-                entry["defect"] = expect["defect"]
-        except Exception as error:  # a demo example that raises is the worst failure of all
-            problems.append(f"{type(error).__name__}: {error}")
-        entry.update(problems=problems, passed=not problems, seconds=round(time.perf_counter() - start, 3))
-        entries.append(entry)
+        for name in expect.get("variants", [default]):
+            if name not in pipelines:
+                pipelines[name] = create_model(card.name, name)
+            entries.append(_check_example(card, pipelines[name], name, example, expect))
     check_ranking(entries)
     return entries
+
+
+def _check_example(card: Any, pipeline: Any, variant: str, example: str, expect: dict[str, Any]) -> dict[str, Any]:
+    from zoo.imageio import load_image
+
+    start = time.perf_counter()
+    problems: list[str] = []
+    entry: dict[str, Any] = {"model": card.name, "variant": variant, "example": Path(example).name, "check": expect.get("check", "runs")}
+    try:
+        image = load_image(example)
+        result = pipeline.predict(card.example_input(example), **_options(card, expect))
+        result.draw(image) if _draw_takes_image(result) else result.draw()
+        if expect.get("check") in CHECKS_WITH_INPUT:
+            problems += CHECKS_WITH_INPUT[expect["check"]](result, expect, np.asarray(image, dtype=np.float64))
+        elif expect:
+            problems += CHECKS[expect["check"]](result, expect)
+        if hasattr(result, "score"):
+            entry["score"] = float(result.score)
+        if "defect" in expect:
+            entry["defect"] = expect["defect"]
+    except Exception as error:  # a demo example that raises is the worst failure of all
+        problems.append(f"{type(error).__name__}: {error}")
+    entry.update(problems=problems, passed=not problems, seconds=round(time.perf_counter() - start, 3))
+    return entry
 
 
 def _draw_takes_image(result: Any) -> bool:
@@ -167,7 +194,7 @@ def run(quick: bool = False, out_dir: Path | None = None, models: list[str] | No
 
 
 def render(document: dict[str, Any]) -> str:
-    rows = [[e["model"], e["example"], e["check"], "pass" if e["passed"] else "FAIL", "; ".join(e["problems"])[:110]]
+    rows = [[e["model"], e["variant"], e["example"], e["check"], "pass" if e["passed"] else "FAIL", "; ".join(e["problems"])[:100]]
             for e in document["examples"]]
-    table = format_table(rows, ["model", "example", "check", "result", "problems"])
+    table = format_table(rows, ["model", "variant", "example", "check", "result", "problems"])
     return f"{table}\n{document['checked']} examples, {document['failed']} failed"

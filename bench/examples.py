@@ -1,6 +1,6 @@
 """Write the bundled demo examples with what each is meant to show (`STEM.expect.json`).
 
-    python -m bench.examples vidt oneformer efficientad
+    python -m bench.examples vidt oneformer efficientad docdiff
 
 Each example is drawn by the family's procedural generator under a seed no training run uses
 (`EXAMPLE_SEED`), so the bundled weights never saw it, and its ground truth (boxes and classes,
@@ -109,10 +109,32 @@ def anomaly_examples(folder: Path, size: int = 128) -> list[Path]:
     return paths
 
 
+DOCUMENT_EXAMPLES = (  # (stem, real scan, task): each task on a real page, restored by the demo's mixed model and the task's own
+    ("page-blurred", "page", "deblur"), ("text-noisy", "text", "denoise"),
+    ("page-watermark", "page", "watermark"), ("page-seal", "page", "seal"),
+)
+
+
+def document_examples(folder: Path) -> list[Path]:
+    """DocDiff: scikit-image's real scans with one task's degradation each (`zoo.data.documents.degrade`)."""
+    from bench.docdiff_real import real_page
+    from zoo.data._rng import rng_for
+    from zoo.data.documents import degrade
+
+    paths = []
+    for stem, page, task in DOCUMENT_EXAMPLES:
+        degraded = degrade(rng_for(EXAMPLE_SEED, "docdiff-example", stem), real_page(page), task)
+        paths.append(_write(folder, stem, (np.clip(degraded, 0, 1) * 255 + 0.5).astype(np.uint8), {
+            "check": "restoration", "generator": "zoo.data.documents.degrade on a scikit-image scan", "seed": EXAMPLE_SEED,
+            "clean": f"skimage:{page}", "task": task, "variants": ["micro", f"micro-{task}"]}))
+    return paths
+
+
 WRITERS: dict[str, tuple[str, Callable[[Path], list[Path]]]] = {
     "vidt": ("vidt", detection_examples),
     "oneformer": ("oneformer", segmentation_examples),
     "efficientad": ("efficientad", anomaly_examples),
+    "docdiff": ("docdiff", document_examples),
 }
 
 

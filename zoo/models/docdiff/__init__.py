@@ -110,7 +110,8 @@ CARD = ModelCard(
                                  for task in _TASK_TEXT}},
         ),
     },
-    examples=("skimage:page", "skimage:text", str(EXAMPLES / "blurred.png"), str(EXAMPLES / "seal.png")),
+    # real scans (scikit-image's), clean and with each task's degradation (bench/examples.py; checked by zoo bench demo-check)
+    examples=("skimage:page", "skimage:text") + tuple(str(EXAMPLES / f"{stem}.png") for stem in ("page-blurred", "text-noisy", "page-watermark", "page-seal")),
     converter=convert_state_dict,
     metrics=(
         Metric("psnr_input", 23.61, "micro", BENCH_DATA, BENCH_COMMAND, "2026-11-29"),

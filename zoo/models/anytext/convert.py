@@ -15,7 +15,7 @@
    ControlNet starts as a copy of the UNet's encoder (ControlNet's initialisation), its zero convs, the
    fuse conv and the embedding projection at zero, the glyph / position convs freshly initialised.
 
-`zoo.weights.read_state` merges a pipeline folder's components into `unet.*`, `vae.*`, `controlnet.*`,
+Tests build all three layouts tiny (tests/models/test_anytext_convert.py). `zoo.weights.read_state` merges a pipeline folder's components into `unet.*`, `vae.*`, `controlnet.*`,
 `text_encoder.*`, `text_embedding_module.*` keys. Missing components are named in the error.
 """
 

@@ -9,8 +9,8 @@ import dataclasses
 import numpy as np
 import onnx
 import pytest
-import toys
 import torch
+import toys
 
 from export import export_model
 from export.common import ParityError

@@ -89,3 +89,23 @@ def test_bf16_where_the_cpu_has_it(exports, tmp_path):
     want, got = pipeline.run_graph("detector", *x), pipe.run_graph("detector", *x)
     diff = float((want[0] - got[0]).abs().max())
     assert 0 < diff < 0.1 * float(want[0].abs().max())
+
+
+def test_an_ir_openvino_cannot_compile_is_refused_with_its_message(exports, tmp_path, monkeypatch):
+    """An IR OpenVINO cannot compile (seen: ViDT's NNCF int8 IR) is refused with OpenVINO's message in the manifest."""
+    import export.openvino as ov
+    from export.common import ParityError
+
+    real = ov.compile_model
+
+    def failing(path, precision="f32", *args, **kwargs):
+        if precision == "int8":
+            raise RuntimeError("Exception from src/inference/src/cpp/core.cpp:132:\nCheck 'input_order_shape' failed")
+        return real(path, precision, *args, **kwargs)
+
+    monkeypatch.setattr(ov, "compile_model", failing)
+    weights = exports.weights(toys.FIXED)
+    with pytest.raises(ParityError, match="could not compile"):
+        export_openvino(registry.create_model(toys.FIXED, "micro", weights=weights), tmp_path, precision="int8", weights=weights, calibration_size=4)
+    entry = json.loads((tmp_path / "export.json").read_text())["graphs"]["detector"]
+    assert not entry["parity"]["passed"] and "input_order_shape" in entry["parity"]["checks"][0]["error"]

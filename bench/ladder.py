@@ -121,11 +121,16 @@ class Rung:
         quant = ort_quantize(onnx_path, q_onnx, spec, self.calibration)
         self.files["ort_int8"] = q_onnx
         self.info["ort_int8"] = {"quantization": quant, "task_metric": judge(self.pipeline, spec, self.ort_runner(q_onnx, 0), "int8", self.calibration)}
-        q_model, quant = nncf_quantize(model, spec, self.calibration)
-        q_xml = self.workdir / f"{spec.name}.int8.xml"
-        require_openvino().save_model(q_model, str(q_xml), compress_to_fp16=False)
+        try:
+            q_model, quant = nncf_quantize(model, spec, self.calibration)
+            q_xml = self.workdir / f"{spec.name}.int8.xml"
+            require_openvino().save_model(q_model, str(q_xml), compress_to_fp16=False)
+            metric = judge(self.pipeline, spec, self.ov_runner(q_xml, "int8", 0), "int8", self.calibration)
+        except Exception as err:  # noqa: BLE001 - e.g. an IR OpenVINO cannot compile: this rung only
+            self.info["ov_int8"] = {"skipped": f"failed: {error_text(err)}"}
+            return
         self.files["ov_int8"] = q_xml
-        self.info["ov_int8"] = {"quantization": quant, "task_metric": judge(self.pipeline, spec, self.ov_runner(q_xml, "int8", 0), "int8", self.calibration)}
+        self.info["ov_int8"] = {"quantization": quant, "task_metric": metric}
 
     def ort_runner(self, path: Path, threads: int) -> Callable[..., list[np.ndarray]]:
         from export.runtime import make_session

@@ -4,6 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# Installed without their dependencies: their metadata pins a GUI opencv-python (rapidocr: it would
+# fight our opencv-python-headless, the same cv2) or torch < 2.3 (facenet-pytorch, which runs on ours);
+# what they import at run time is in pyproject's base dependencies (tests/core/test_packaging.py checks).
+NO_DEPS := rapidocr-onnxruntime facenet-pytorch
+
 .PHONY: run test lint install lock clean
 
 # pyproject.toml states compatible ranges; constraints.txt pins the exact versions tested.
@@ -11,6 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test,docs,lint]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
 install: $(STAMP)

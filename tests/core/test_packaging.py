@@ -36,6 +36,11 @@ INDIRECT = {
 }
 # Modules we import that come with a base dependency (its own dependency, the API we use through it).
 TRANSITIVE = {"starlette": "fastapi"}
+# Installed by `make install` with --no-deps (Makefile NO_DEPS): their metadata pins what would replace
+# ours. Each requirement they declare must be a base dependency, or be named here with what stands in.
+NO_DEPS = {"rapidocr-onnxruntime": "AnyText's Sen.ACC / NED and DocDiff's OCR bench (PP-OCRv4 ONNX models in the wheel)",
+           "facenet-pytorch": "InterLCM's MTCNN face detector (weights in the wheel)"}
+STANDS_IN = {"opencv-python": "opencv-python-headless"}  # the same cv2 module, without the GUI libraries
 # Imports guarded at run time, never required (a clear error names what is missing).
 OPTIONAL = {"tensorrt": "export/tensorrt.py", "anomalib": "bench/reference.py"}
 
@@ -107,6 +112,23 @@ def test_runtime_import_scan_sees_known_imports() -> None:
     assert "zoo" not in found and "json" not in found
 
 
+def test_no_deps_packages_are_installed_pinned_and_their_needs_met() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    listed = re.search(r"^NO_DEPS := (.+)$", makefile, re.M)
+    assert listed and set(listed.group(1).split()) == set(NO_DEPS), "Makefile NO_DEPS and this test's NO_DEPS must agree"
+    assert re.search(r"pip install .*-c constraints\.txt --no-deps \$\(NO_DEPS\)", makefile), "make install must add NO_DEPS with --no-deps"
+    pins = constraints()
+    base = {canonicalize_name(r.name) for r in base_requirements()}
+    for name in NO_DEPS:
+        assert name in pins, f"{name} is not pinned in constraints.txt (make lock)"
+        for requirement in md.requires(name) or []:
+            req = Requirement(requirement)
+            if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+                continue
+            needed = canonicalize_name(req.name)
+            assert needed in base or STANDS_IN.get(needed) in base, f"{name} needs {req}, which is not a base dependency"
+
+
 def test_no_exact_pins_in_base_dependencies() -> None:
     for req in base_requirements():
         assert not any(spec.operator in ("==", "===") for spec in req.specifier), (
@@ -127,7 +149,8 @@ def test_every_base_dependency_is_used_at_run_time() -> None:
         imported |= distributions_of(module)
     for name, (reason, path, evidence) in INDIRECT.items():
         assert evidence in (ROOT / path).read_text(), f"{name} is kept because {reason}, but {path} no longer shows {evidence!r}"
-    unused = [str(req) for req in base_requirements() if canonicalize_name(req.name) not in imported | set(INDIRECT)]
+    needed_by_no_deps = {canonicalize_name(Requirement(r).name) for name in NO_DEPS for r in md.requires(name) or []}
+    unused = [str(req) for req in base_requirements() if canonicalize_name(req.name) not in imported | set(INDIRECT) | needed_by_no_deps]
     assert not unused, f"base dependencies imported nowhere in {RUNTIME_PACKAGES}: {unused} (move them to an extra, or drop them)"
     stale = set(INDIRECT) - {canonicalize_name(r.name) for r in base_requirements()}
     assert not stale, f"INDIRECT names {stale}, which are no longer base dependencies"
@@ -143,7 +166,7 @@ def test_every_runtime_import_is_a_base_dependency() -> None:
         if module in TRANSITIVE or module in OPTIONAL:
             continue
         dists = distributions_of(module)
-        if not dists & base:
+        if not dists & (base | set(NO_DEPS)):
             missing[module] = (sorted(dists) or "not installed", sorted(files)[:3])
     assert not missing, f"imported at run time but not a base dependency: {missing}"
     for module, path in OPTIONAL.items():

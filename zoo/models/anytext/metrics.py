@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from zoo.metrics.text import normalized_edit_similarity
+
 from .glyphs import crop_box, position_mask
 
 
@@ -28,23 +30,6 @@ def rapidocr_recognizer() -> Any:
     return TextRecognizer({"model_path": str(rapidocr_model_path("rec")), "use_cuda": False, "use_dml": False,
                            "intra_op_num_threads": threads, "inter_op_num_threads": threads,
                            "rec_batch_num": 16, "rec_img_shape": [3, 48, 320]})
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insert, delete, substitute, each 1)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def normalized_edit_similarity(prediction: str, truth: str) -> float:
-    """1 - ED / max(len): 1 for an exact read, 0 for nothing in common."""
-    longest = max(len(prediction), len(truth))
-    return 1.0 if longest == 0 else 1.0 - edit_distance(prediction, truth) / longest
 
 
 def read_lines(image: np.ndarray, polygons: Sequence[np.ndarray]) -> list[str]:

@@ -124,15 +124,20 @@ class OpenVinoRunner:
         self.spec = spec
         self.device = torch.device(device)
         self.precision = precision
-        self.input_names = [p.get_any_name() for p in compiled.inputs]
-        self.output_names = [p.get_any_name() for p in compiled.outputs]
         expected_in = [t.name for t in spec.inputs]
         expected_out = [t.name for t in spec.outputs]
-        if self.input_names != expected_in or self.output_names != expected_out:
+        # A port may carry several tensor names (an input feeding an Add straight away is also named after
+        # it), so each card name must be among its port's names, in order; inputs are fed by position.
+        found_in = [set(p.get_names()) for p in compiled.inputs]
+        found_out = [set(p.get_names()) for p in compiled.outputs]
+        if len(found_in) != len(expected_in) or len(found_out) != len(expected_out) or any(
+                name not in names for name, names in zip(expected_in + expected_out, found_in + found_out)):
             raise ExportError(
-                f"graph {spec.name!r}: OpenVINO inputs {self.input_names} / outputs {self.output_names} do not match "
-                f"the card's {expected_in} / {expected_out}; re-export"
+                f"graph {spec.name!r}: OpenVINO inputs {[sorted(n) for n in found_in]} / outputs {[sorted(n) for n in found_out]} "
+                f"do not match the card's {expected_in} / {expected_out}; re-export"
             )
+        self.input_names = expected_in
+        self.output_names = expected_out
         self.input_types = [np.int64 if t.dtype.startswith("int") else np.float32 for t in spec.inputs]
         self._local = threading.local()
 

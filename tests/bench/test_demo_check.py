@@ -17,8 +17,8 @@ TRUTH = {"objects": [{"label": "circle", "box": [0, 0, 10, 10]}, {"label": "star
 
 # Bundled examples whose bundled weights do not yet show what the example is meant to show
 # (issue #21). strict: the day they pass, this list must be emptied.
-_WEAK_VIDT = "micro weights (4,000 steps on 256 scenes) miss objects and box one object twice with two labels"
-_WHITE_PAGES = "trained on black-on-white pages, it whitens a real scan's grey paper"
+_WEAK_VIDT = "micro (box AP50 0.65 / 0.62 on 64 unseen scenes) misses small, occluded objects and misnames some"
+_MIXED_DOCDIFF = "the mixed micro (1,000 steps, all four tasks) still lowers PSNR a little on these real scans; the task models raise it"
 KNOWN_FAILURES: dict[tuple[str, str, str], str] = {  # (model, example, variant): why
     ("vidt", "shapes.png", "micro"): _WEAK_VIDT, ("vidt", "shapes-wide.png", "micro"): _WEAK_VIDT,
     ("vidt-plus", "shapes.png", "micro"): _WEAK_VIDT, ("vidt-plus", "shapes-wide.png", "micro"): _WEAK_VIDT,
@@ -27,8 +27,7 @@ KNOWN_FAILURES: dict[tuple[str, str, str], str] = {  # (model, example, variant)
     ("efficientad", "good.png", "micro"): "micro scores the good tray above the scratched one",
     ("efficientad", "missing_part.png", "micro"): "micro map peaks on the tray's edge, not on the empty compartment",
     ("efficientad", "scratch.png", "micro"): "micro map peaks on the tray's edge, not on the thin scratch (structural image AUROC 0.59)",
-    ("docdiff", "page-blurred.png", "micro"): _WHITE_PAGES, ("docdiff", "page-blurred.png", "micro-deblur"): _WHITE_PAGES,
-    ("docdiff", "text-noisy.png", "micro-denoise"): _WHITE_PAGES, ("docdiff", "page-watermark.png", "micro"): _WHITE_PAGES,
+    ("docdiff", "page-blurred.png", "micro"): _MIXED_DOCDIFF, ("docdiff", "page-watermark.png", "micro"): _MIXED_DOCDIFF,
 }
 
 

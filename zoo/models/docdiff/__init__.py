@@ -35,29 +35,32 @@ from .pipeline import DocDiffPipeline
 from .train import DocDiffTrainConfig, build_task
 
 EXAMPLES = Path(__file__).parent / "examples"
-DEMO_COMMAND = "zoo train docdiff --variant micro --steps 600 --out runs/docdiff-micro"
-# bench/results/docdiff-quality-docdiff-micro-2026-11-29.json (the demo weights, 4 sampling steps)
-BENCH_COMMAND = ("python -m bench.docdiff_quality --run runs/docdiff-micro --pages 4 --size 256 "
-                 "--steps 1,2,4,10,100 --plain-steps 200")
-BENCH_DATA = "4 held-out procedural 256x256 pages (seed 123; deblur, denoise, watermark, seal)"
+# Demo weights (2026-12-07), trained on scanned-looking procedural pages (zoo.data.documents v2): the mixed micro
+# 1,000 steps, then each task fine-tuned from it for 200 steps (CPU time; the variant default is 350).
+DEMO_COMMAND = "zoo train docdiff --variant micro --steps 1000 --out runs/docdiff-v2-micro"
+TASK_TRAIN_COMMAND = ("zoo train docdiff --variant micro-{task} --steps 200 --weights runs/docdiff-v2-micro/model.safetensors "
+                      "--out runs/docdiff-v2-micro-{task}")
+# Measured on real scans: scikit-image's `page` and `text` with the variant's task degradation (the mixed micro:
+# each task), 3 degradation seeds; PSNR to the clean scan, rapidocr CER on `page` against its reading of the clean
+# scan (bench/results/docdiff-real-cpu-2026-12-07.json).
+REAL_COMMAND = "python -m bench.docdiff_real"
+REAL_DATA = "scikit-image's real scans `page` and `text`, each with the variant's task degradation, 3 seeds"
+REAL_SCANS = (  # variant, PSNR input, PSNR restored, CER input, CER restored (means over the bench's rows)
+    ("micro", 26.51, 26.51, 0.493, 0.546),
+    ("micro-deblur", 22.75, 22.60, 0.820, 0.875),
+    ("micro-denoise", 19.58, 26.20, 0.585, 0.420),
+    ("micro-watermark", 34.23, 33.90, 0.276, 0.257),
+    ("micro-seal", 29.49, 33.33, 0.289, 0.265),
+)
 
-# micro-TASK demo weights: the mixed demo fine-tuned on one task (350 steps, batch 8, cosine lr 1e-3,
-# EMA 0.98: the variant's defaults), then benched on 4 held-out pages of that task;
-# bench/results/docdiff-quality-docdiff-micro-TASK-2026-11-29.json.
-TASK_TRAIN_COMMAND = ("zoo train docdiff --variant micro-{task} --weights zoo/models/docdiff/weights/micro-demo.safetensors "
-                      "--out runs/docdiff-micro-{task}")
-TASK_BENCH_COMMAND = ("python -m bench.docdiff_quality --run runs/docdiff-micro-{task} --task {task} --pages 4 --size 256 "
-                      "--steps 1,2,4,10 --plain-steps 200")
 
-
-def _task_command(task: str) -> str:
-    """The two commands behind a micro-TASK metric: the fine-tuning run, then the bench."""
-    return f"{TASK_TRAIN_COMMAND.format(task=task)} && {TASK_BENCH_COMMAND.format(task=task)}"
-
-
-def _task_data(task: str) -> str:
-    """The held-out pages behind a micro-TASK metric."""
-    return f"4 held-out procedural 256x256 {task} pages (seed 123, split bench), 4 sampling steps"
+def _real_scan_metrics() -> tuple[Metric, ...]:
+    metrics = []
+    for variant, psnr_in, psnr_out, cer_in, cer_out in REAL_SCANS:
+        command = f"{TASK_TRAIN_COMMAND.format(task=variant[6:]) if variant != 'micro' else DEMO_COMMAND} && {REAL_COMMAND}"
+        for name, value in (("psnr_input_real", psnr_in), ("psnr_restored_real", psnr_out), ("cer_input_real", cer_in), ("cer_restored_real", cer_out)):
+            metrics.append(Metric(name, value, variant, REAL_DATA, command, "2026-12-07"))
+    return tuple(metrics)
 
 
 PAPER_PARAMS = {"total": 8_208_358, "init_predictor": 4_031_459, "denoiser": 4_176_899}
@@ -113,38 +116,7 @@ CARD = ModelCard(
     # real scans (scikit-image's), clean and with each task's degradation (bench/examples.py; checked by zoo bench demo-check)
     examples=("skimage:page", "skimage:text") + tuple(str(EXAMPLES / f"{stem}.png") for stem in ("page-blurred", "text-noisy", "page-watermark", "page-seal")),
     converter=convert_state_dict,
-    metrics=(
-        Metric("psnr_input", 23.61, "micro", BENCH_DATA, BENCH_COMMAND, "2026-11-29"),
-        Metric("psnr_cp", 19.97, "micro", BENCH_DATA, BENCH_COMMAND, "2026-11-29"),
-        Metric("psnr_cp_hrr", 21.40, "micro", BENCH_DATA, BENCH_COMMAND, "2026-11-29"),
-        Metric("ssim_cp_hrr", 0.849, "micro", BENCH_DATA, BENCH_COMMAND, "2026-11-29"),
-        Metric("laplacian_error_cp", 0.449, "micro", BENCH_DATA, BENCH_COMMAND, "2026-11-29"),
-        Metric("laplacian_error_cp_hrr", 0.440, "micro", BENCH_DATA, BENCH_COMMAND, "2026-11-29"),
-        Metric("psnr_input", 15.73, "micro-deblur", _task_data("deblur"), _task_command("deblur"), "2026-11-29"),
-        Metric("psnr_cp", 16.68, "micro-deblur", _task_data("deblur"), _task_command("deblur"), "2026-11-29"),
-        Metric("psnr_cp_hrr", 15.81, "micro-deblur", _task_data("deblur"), _task_command("deblur"), "2026-11-29"),
-        Metric("ssim_input", 0.642, "micro-deblur", _task_data("deblur"), _task_command("deblur"), "2026-11-29"),
-        Metric("ssim_cp", 0.726, "micro-deblur", _task_data("deblur"), _task_command("deblur"), "2026-11-29"),
-        Metric("ssim_cp_hrr", 0.716, "micro-deblur", _task_data("deblur"), _task_command("deblur"), "2026-11-29"),
-        Metric("psnr_input", 20.3, "micro-denoise", _task_data("denoise"), _task_command("denoise"), "2026-11-29"),
-        Metric("psnr_cp", 25.84, "micro-denoise", _task_data("denoise"), _task_command("denoise"), "2026-11-29"),
-        Metric("psnr_cp_hrr", 25.76, "micro-denoise", _task_data("denoise"), _task_command("denoise"), "2026-11-29"),
-        Metric("ssim_input", 0.688, "micro-denoise", _task_data("denoise"), _task_command("denoise"), "2026-11-29"),
-        Metric("ssim_cp", 0.957, "micro-denoise", _task_data("denoise"), _task_command("denoise"), "2026-11-29"),
-        Metric("ssim_cp_hrr", 0.961, "micro-denoise", _task_data("denoise"), _task_command("denoise"), "2026-11-29"),
-        Metric("psnr_input", 26.41, "micro-watermark", _task_data("watermark"), _task_command("watermark"), "2026-11-29"),
-        Metric("psnr_cp", 28.67, "micro-watermark", _task_data("watermark"), _task_command("watermark"), "2026-11-29"),
-        Metric("psnr_cp_hrr", 28.8, "micro-watermark", _task_data("watermark"), _task_command("watermark"), "2026-11-29"),
-        Metric("ssim_input", 0.927, "micro-watermark", _task_data("watermark"), _task_command("watermark"), "2026-11-29"),
-        Metric("ssim_cp", 0.935, "micro-watermark", _task_data("watermark"), _task_command("watermark"), "2026-11-29"),
-        Metric("ssim_cp_hrr", 0.936, "micro-watermark", _task_data("watermark"), _task_command("watermark"), "2026-11-29"),
-        Metric("psnr_input", 22.15, "micro-seal", _task_data("seal"), _task_command("seal"), "2026-11-29"),
-        Metric("psnr_cp", 38.87, "micro-seal", _task_data("seal"), _task_command("seal"), "2026-11-29"),
-        Metric("psnr_cp_hrr", 39.12, "micro-seal", _task_data("seal"), _task_command("seal"), "2026-11-29"),
-        Metric("ssim_input", 0.941, "micro-seal", _task_data("seal"), _task_command("seal"), "2026-11-29"),
-        Metric("ssim_cp", 0.993, "micro-seal", _task_data("seal"), _task_command("seal"), "2026-11-29"),
-        Metric("ssim_cp_hrr", 0.994, "micro-seal", _task_data("seal"), _task_command("seal"), "2026-11-29"),
-    ),
+    metrics=_real_scan_metrics(),
 )
 
 

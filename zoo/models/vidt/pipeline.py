@@ -62,13 +62,18 @@ def unletterbox_boxes(boxes_xyxy: Tensor, scale: tuple[float, float], height: in
 
 
 def select_topk(logits: Tensor, max_detections: int, ious: Tensor | None = None,
-                iou_alpha: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+                iou_alpha: float = 0.0, labels_per_box: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     """One image's (Q, C) logits -> (scores, query indices, labels) of the top-k query x class pairs
-    (official `PostProcess`: topk over sigmoid scores flattened to Q*C; query = i // C, label = i % C)."""
+    (official `PostProcess`: topk over sigmoid scores flattened to Q*C; query = i // C, label = i % C).
+    `labels_per_box` > 0 (ours, for display) first keeps only each query's best classes, so that one
+    box is not listed again under a second label; 0 is the official ranking COCO AP is measured on."""
     prob = logits.float().sigmoid()
     if ious is not None and iou_alpha > 0:
         iou = ious.float().sigmoid().reshape(-1, 1)
         prob = prob ** (1 - iou_alpha) * iou**iou_alpha
+    if 0 < labels_per_box < prob.shape[-1]:
+        kth = prob.topk(int(labels_per_box), dim=-1).values[..., -1:]
+        prob = torch.where(prob >= kth, prob, torch.zeros_like(prob))
     num_classes = prob.shape[-1]
     k = min(int(max_detections), prob.numel())
     scores, index = prob.flatten().topk(k)
@@ -78,10 +83,12 @@ def select_topk(logits: Tensor, max_detections: int, ious: Tensor | None = None,
 def postprocess_image(logits: Tensor, boxes: Tensor, *, input_size: int, scale: tuple[float, float],
                       height: int, width: int, max_detections: int = 100, score_threshold: float = 0.0,
                       vectors: Tensor | None = None, ious: Tensor | None = None, iou_alpha: float = 0.0,
-                      mask_size: int = 128) -> dict[str, Tensor]:
+                      mask_size: int = 128, labels_per_box: int = 0) -> dict[str, Tensor]:
     """One image's raw outputs -> {"boxes" (N, 4) xyxy input pixels, "scores", "labels"[, "masks" (N, H, W) bool]}."""
-    scores, query, labels = select_topk(logits, max_detections, ious, iou_alpha)
+    scores, query, labels = select_topk(logits, max_detections, ious, iou_alpha, labels_per_box)
     keep = scores >= score_threshold
+    if labels_per_box > 0:
+        keep &= scores > 0  # the classes left out above are zeros, not detections
     scores, query, labels = scores[keep], query[keep], labels[keep]
     xyxy = box_cxcywh_to_xyxy(boxes[query].float()) * input_size
     out = {"boxes": unletterbox_boxes(xyxy, scale, height, width), "scores": scores, "labels": labels}
@@ -132,7 +139,7 @@ class ViDTPipeline(Pipeline):
         return torch.stack(tensors), scales, sizes
 
     def _predict(self, items: list[Any], score_threshold: float = 0.3, max_detections: int = 100,
-                 iou_alpha: float = 0.0, **_: Any) -> list[Detections]:
+                 iou_alpha: float = 0.0, labels_per_box: int = 1, **_: Any) -> list[Detections]:
         images, scales, sizes = self.preprocess(items)
         outs = [t.float().cpu() for t in self.run_graph("detect", images)]
         logits, boxes, rest = outs[0], outs[1], outs[2:]
@@ -144,7 +151,8 @@ class ViDTPipeline(Pipeline):
             det = postprocess_image(logits[b], boxes[b], input_size=int(self.config.image_size), scale=scale,
                                     height=h, width=w, max_detections=max_detections, score_threshold=score_threshold,
                                     vectors=None if vectors is None else vectors[b], ious=None if ious is None else ious[b],
-                                    iou_alpha=iou_alpha, mask_size=int(getattr(self.config, "mask_size", 128)))
+                                    iou_alpha=iou_alpha, mask_size=int(getattr(self.config, "mask_size", 128)),
+                                    labels_per_box=labels_per_box)
             masks = det["masks"].numpy() if "masks" in det else (np.zeros((0, h, w), bool) if self.with_masks else None)
             results.append(Detections(det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy(),
                                       masks=masks, class_names=names))

@@ -27,7 +27,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
-# ruff (lint rules, import order) on the whole tree, mypy on zoo/ serving/ export/ training/ (pyproject.toml).
+# ruff (lint rules, import order) on the whole tree, mypy on zoo/ (serving/ export/ training/ inside it as zoo.*; pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy

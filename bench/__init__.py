@@ -22,14 +22,14 @@ from types import ModuleType
 from typing import Any
 
 SUITES: dict[str, str] = {
-    "latency": "bench.latency",
-    "reference": "bench.reference",
-    "serving": "bench.serving",
-    "flops": "bench.flops",
-    "ladder": "bench.ladder",
-    "gpu": "bench.gpu",
-    "report": "bench.report",
-    "demo-check": "bench.demo_check",
+    "latency": "zoo.bench.latency",
+    "reference": "zoo.bench.reference",
+    "serving": "zoo.bench.serving",
+    "flops": "zoo.bench.flops",
+    "ladder": "zoo.bench.ladder",
+    "gpu": "zoo.bench.gpu",
+    "report": "zoo.bench.report",
+    "demo-check": "zoo.bench.demo_check",
 }
 
 

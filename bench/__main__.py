@@ -1,4 +1,4 @@
-"""`python -m bench SUITE [--quick] [--json] [--out DIR]`: the same as `zoo bench`, without typer.
+"""`python -m zoo.bench SUITE [--quick] [--json] [--out DIR]`: the same as `zoo bench`, without typer.
 
 Full runs write to bench/results/ unless `--out` says otherwise; quick runs (CI smoke tests)
 write only where `--out` points.
@@ -11,12 +11,12 @@ import json
 import sys
 from pathlib import Path
 
-from bench import SUITES, render, run_suite
-from bench.common import RESULTS_DIR, finite
+from zoo.bench import SUITES, render, run_suite
+from zoo.bench.common import RESULTS_DIR, finite
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suite", choices=list(SUITES))
     parser.add_argument("--quick", action="store_true", help="each suite in under a minute (CI smoke test)")
     parser.add_argument("--json", action="store_true", help="print the document as JSON on stdout, nothing else")
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="gpu suite: cuda or cpu")
     args = parser.parse_args(argv)
     out = args.out if args.out is not None else (None if args.quick else RESULTS_DIR)
-    command = "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m zoo.bench " + " ".join(sys.argv[1:] if argv is None else argv)
     document = run_suite(args.suite, quick=args.quick, out_dir=out, threads=args.threads, budget_s=args.budget_s, device=args.device, command=command)
     if args.json:
         sys.stdout.write(json.dumps(finite(document), indent=2, default=str) + "\n")

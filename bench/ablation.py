@@ -1,9 +1,9 @@
 """The papers' design claims as small ablations: several arms trained side by side on the same
 procedural data, with the same seed and step budget, then compared on the task's metrics.
 
-    python -m bench.ablation vidt --steps 600
-    python -m bench.ablation oneformer --steps 600
-    python -m bench.ablation vidt --steps 600 --reuse last=runs/vidt-micro
+    python -m zoo.bench.ablation vidt --steps 600
+    python -m zoo.bench.ablation oneformer --steps 600
+    python -m zoo.bench.ablation vidt --steps 600 --reuse last=runs/vidt-micro
 
 Each arm is one training run of a registered model (`zoo train`'s code path: the card's first
 training stage, its variant defaults, the shared loop) with model-config and training-config
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
 
 
 @dataclass(frozen=True)
@@ -83,8 +83,8 @@ def build_arm(arm: Arm, weights: str | None = None):
 
 def train_arm(arm: Arm, steps: int, seed: int, out: Path) -> dict[str, Any]:
     """Train one arm through the card's first stage; returns its metrics and where its weights are."""
-    from training import Trainer
     from zoo.registry import get_card
+    from zoo.training import Trainer
     from zoo.weights import save_weights
 
     card = get_card(arm.model)
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[arm.name]["metrics"] = {**runs[arm.name]["metrics"], **lower_threshold_metrics(arm, runs[arm.name])}
     latency = arm_latency(arms, runs, args.latency_budget_s)
 
-    command = "python -m bench.ablation " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python -m zoo.bench.ablation " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     document = new_document(f"ablation-{args.suite}", quick=False, machine=machine_info(threads), command=command,
                             steps=args.steps, seed=args.seed)
     document["arms"] = [{**dataclasses.asdict(arm), **runs[arm.name], "latency_batch1": latency[arm.name]} for arm in arms]

@@ -1,12 +1,12 @@
 """AnyText evidence at CPU size (issue #16), over >= 3 seeds.
 
-    python -m bench.anytext ablation --steps 200 --seeds 0,1,2 --workers 2
-    python -m bench.anytext collect --out runs/anytext-ablation --steps 200
-    python -m bench.anytext report bench/results/anytext-ablation-cpu-DATE.json
+    python -m zoo.bench.anytext ablation --steps 200 --seeds 0,1,2 --workers 2
+    python -m zoo.bench.anytext collect --out runs/anytext-ablation --steps 200
+    python -m zoo.bench.anytext report bench/results/anytext-ablation-cpu-DATE.json
 
 Four arms of the micro (64 px procedural word images, one line of 3-5 letters, 16x16x4 latents of the
 bundled micro-f4 autoencoder), the same size and schedule each, trained through the card's stage
-(bench.ablation.train_arm) and scored by its `finalize` on 100 held-out images (DDIM 20 steps, the micro's
+(zoo.bench.ablation.train_arm) and scored by its `finalize` on 100 held-out images (DDIM 20 steps, the micro's
 guidance 3): each line cropped at its position from the generated image and read by rapidocr's PP-OCRv4
 recogniser, Sen.ACC (exact reads) and NED (1 - normalised edit distance); the ground-truth images read the
 same way give the ceiling.
@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from bench.ablation import Arm, train_arm
-from bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
+from zoo.bench.ablation import Arm, train_arm
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
 
 COMMON = {"eval_images": "100"}
 ARMS = (
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(seeds) < 3:
         log("warning: fewer than 3 seeds; the spread is not evidence")
     threads = pin_threads(1)
-    command = "python -m bench.anytext " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python -m zoo.bench.anytext " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     document = new_document("anytext-ablation", quick=False, machine=machine_info(threads), command=command)
     document.update(run_suite(args.steps, seeds, args.workers, args.out, collect_only=args.suite == "collect"))
     print_result(document)

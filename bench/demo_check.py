@@ -2,7 +2,7 @@
 
 Every card's examples run through the card's default variant with its bundled weights and must
 return the card's result type and draw it. Where an example has a `STEM.expect.json` beside it
-(written with its ground truth by `python -m bench.examples`), the result is also checked:
+(written with its ground truth by `python -m zoo.bench.examples`), the result is also checked:
 
 - `detections`: every object found with its class (IoU >= 0.5 with a detection of that class
   above the card's default score threshold), no spurious detection (one matching no object of its class),
@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import format_table, machine_info, new_document, write_document
-from bench.examples import expect_path
+from zoo.bench.common import format_table, machine_info, new_document, write_document
+from zoo.bench.examples import expect_path
 
 MATCH_IOU = 0.5
 DUPLICATE_IOU = 0.7

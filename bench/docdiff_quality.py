@@ -1,8 +1,8 @@
 """DocDiff quality on held-out procedural pages, and the paper's residual-diffusion claim.
 
     zoo train docdiff --variant micro --steps 600 --out runs/docdiff-micro
-    python -m bench.docdiff_quality --run runs/docdiff-micro
-    python -m bench.docdiff_quality --run runs/docdiff-micro-deblur --task deblur
+    python -m zoo.bench.docdiff_quality --run runs/docdiff-micro
+    python -m zoo.bench.docdiff_quality --run runs/docdiff-micro-deblur --task deblur
 
 Measured side by side on held-out procedural pages (all four degradations in turn, or one with
 --task for the per-task variants; a seed the run never saw), each page restored whole through
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS_DIR, format_table, machine_info, new_document, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, machine_info, new_document, write_document
 
 
 def _pages(seed: int, count: int, size: int, task: str | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
@@ -147,7 +147,7 @@ def _tiled_plain(pipeline, net: torch.nn.Module, page: torch.Tensor) -> torch.Te
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.docdiff_quality", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench.docdiff_quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a `zoo train docdiff` output folder")
     parser.add_argument("--pages", type=int, default=8, help="held-out pages (the four tasks in turn, or --task)")

@@ -1,6 +1,6 @@
 """DocDiff on real scanned pages: does every bundled model raise PSNR and OCR accuracy over its input?
 
-    python -m bench.docdiff_real [--seeds 3] [--variants micro,micro-deblur,...]
+    python -m zoo.bench.docdiff_real [--seeds 3] [--variants micro,micro-deblur,...]
 
 The pages are real scans that ship with scikit-image (`page`: a printed page photographed in
 uneven light; `text`: handwriting on a board). Each bundled variant gets its own task's
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import RESULTS_DIR, format_table, machine_info, new_document, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, machine_info, new_document, write_document
 
 PAGES = ("page", "text")
 MIN_REFERENCE_CHARS = 40  # below this, rapidocr cannot read the clean scan itself: no OCR figure for that page
@@ -110,7 +110,7 @@ def verdicts(rows: list[dict[str, Any]]) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     from zoo.registry import get_card
 
-    parser = argparse.ArgumentParser(prog="python -m bench.docdiff_real", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench.docdiff_real", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3, help="degradation seeds per page and task")
     parser.add_argument("--variants", default="", help="comma-separated (default: every variant with bundled weights)")
     parser.add_argument("--no-ocr", action="store_true", help="PSNR only (no rapidocr)")
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     card = get_card("docdiff")
     variants = [v for v in args.variants.split(",") if v] or [v for v in card.variants if card.demo_weights_path(v)]
     document = new_document("docdiff-real", quick=False, machine=machine_info(),
-                            command="python -m bench.docdiff_real " + " ".join(argv or []))
+                            command="python -m zoo.bench.docdiff_real " + " ".join(argv or []))
     rows = evaluate(variants, args.seeds, ocr=not args.no_ocr)
     document.update(pages=list(PAGES), rows=rows, verdicts=verdicts(rows))
     path = write_document(document, args.out, Path(args.out) / f"docdiff-real-cpu-{document['date']}.json")

@@ -1,7 +1,7 @@
 """EfficientAD quality on procedural data, and the paper's autoencoder ablation.
 
     zoo train efficientad --variant micro --steps 3000 --set category=parts --out runs/efficientad-micro-parts
-    python -m bench.efficientad_quality --run runs/efficientad-micro-parts [--heldout-seed 1000]
+    python -m zoo.bench.efficientad_quality --run runs/efficientad-micro-parts [--heldout-seed 1000]
 
 Evaluates one trained run on its test split three ways, side by side: the combined map
 (student-teacher + autoencoder, the paper's method), the student-teacher map alone and the
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import RESULTS_DIR, format_table, machine_info, new_document, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, machine_info, new_document, write_document
 
 BRANCHES = {"combined": (True, True), "student_teacher": (True, False), "autoencoder": (False, True)}
 
@@ -77,7 +77,7 @@ def evaluate_run(run: Path, heldout_seed: int | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.efficientad_quality", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench.efficientad_quality", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, required=True, help="a `zoo train efficientad` output folder")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     parser.add_argument("--heldout-seed", type=int, default=None,

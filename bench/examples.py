@@ -1,6 +1,6 @@
 """Write the bundled demo examples with what each is meant to show (`STEM.expect.json`).
 
-    python -m bench.examples vidt oneformer efficientad docdiff
+    python -m zoo.bench.examples vidt oneformer efficientad docdiff
 
 Each example is drawn by the family's procedural generator under a seed no training run uses
 (`EXAMPLE_SEED`), so the bundled weights never saw it, and its ground truth (boxes and classes,
@@ -117,7 +117,7 @@ DOCUMENT_EXAMPLES = (  # (stem, real scan, task): each task on a real page, rest
 
 def document_examples(folder: Path) -> list[Path]:
     """DocDiff: scikit-image's real scans with one task's degradation each (`zoo.data.documents.degrade`)."""
-    from bench.docdiff_real import real_page
+    from zoo.bench.docdiff_real import real_page
     from zoo.data._rng import rng_for
     from zoo.data.documents import degrade
 
@@ -139,7 +139,7 @@ WRITERS: dict[str, tuple[str, Callable[[Path], list[Path]]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.examples", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench.examples", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("families", nargs="+", choices=list(WRITERS))
     args = parser.parse_args(argv)
     for family in args.families:

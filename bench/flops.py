@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bench.common import (
+from zoo.bench.common import (
     Budget,
     error_text,
     format_table,
@@ -111,7 +111,7 @@ def run(
     **_: Any,
 ) -> dict[str, Any]:
     """Count, time against the matmul peak, print progress to stderr, write to `out_dir` if given."""
-    from bench.graphs import batch_sizes, eager_runner, graph_inputs, variant_cells
+    from zoo.bench.graphs import batch_sizes, eager_runner, graph_inputs, variant_cells
 
     threads = pin_threads(threads)
     budget = Budget(budget_s or BUDGET_S[quick])

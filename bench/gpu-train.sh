@@ -43,7 +43,7 @@ recipe() {
 }
 
 last_step() {  # the step of a run's latest checkpoint (0 when none)
-    "$PYTHON" -c 'import sys; from pathlib import Path; from training.checkpoint import list_checkpoints; found = list_checkpoints(Path(sys.argv[1]) / "checkpoints"); print(found[-1][0] if found else 0)' "$1"
+    "$PYTHON" -c 'import sys; from pathlib import Path; from zoo.training.checkpoint import list_checkpoints; found = list_checkpoints(Path(sys.argv[1]) / "checkpoints"); print(found[-1][0] if found else 0)' "$1"
 }
 
 status=0

@@ -18,7 +18,7 @@ The paper (Batzner et al., WACV 2024, Table 1 / Sec. 4) reports EfficientAD-S at
 600 images/s and EfficientAD-M at about 4.5 ms on an RTX A6000; our goal on an H200 is under
 1 ms at batch 1 for EfficientAD-S.
 
-Until it has run on a GPU it is exercised on CPU: `python -m bench.gpu --device cpu --quick --out DIR`
+Until it has run on a GPU it is exercised on CPU: `python -m zoo.bench.gpu --device cpu --quick --out DIR`
 (micro in place of S and M, no CUDA graphs, no compile; the same code paths otherwise).
 Written for Python >= 3.10 and torch >= 2.1 (the CUDA machine has Python 3.12 and torch 2.11).
 """
@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from bench.common import Budget, error_text, machine_info, new_document, percentile, pin_threads, result_path, round_sig, write_document
+from zoo.bench.common import Budget, error_text, machine_info, new_document, percentile, pin_threads, result_path, round_sig, write_document
 
 PAPER = {"s": {"latency_ms": 2.0, "images_per_s": 600.0}, "m": {"latency_ms": 4.5}}
 PAPER_DEVICE = "RTX A6000"
@@ -225,7 +225,7 @@ def build_efficientad(variant: str, device: torch.device) -> tuple[torch.nn.Modu
 def efficientad_flops(model: torch.nn.Module) -> int | None:
     """FLOPs of one image through `model` (an EfficientAD), counted on a meta-device twin."""
     try:
-        from bench.flops import module_flops
+        from zoo.bench.flops import module_flops
 
         config = model.config
         with torch.device("meta"):
@@ -319,7 +319,7 @@ class Run:
 
     def peak(self) -> None:
         """TFLOP/s of an n x n matmul per precision: what the device reaches on dense math."""
-        from bench.flops import matmul_runner
+        from zoo.bench.flops import matmul_runner
 
         n = 8192 if self.device.type == "cuda" else (512 if self.quick else 1024)
         for name, dtype, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True), ("fp16", torch.float16, False)):
@@ -425,7 +425,7 @@ class Run:
     def others(self) -> None:
         """Micro variants of every other registered model (or the `--models` list), each graph at batch 1."""
         try:
-            from bench.graphs import graph_inputs
+            from zoo.bench.graphs import graph_inputs
             from zoo.registry import create_model, family_errors, list_models
 
             cards = [c for c in list_models() if c.name != "efficientad"]
@@ -485,8 +485,8 @@ class Run:
             self.skip("other models: fp16 eager, CUDA graphs, ONNX Runtime CUDA", "measured on a CUDA device only (this is a CPU dry run)")
 
     def _ort_cuda(self, spec: Any, inputs: tuple[torch.Tensor, ...]) -> Callable[[], Any] | None:
-        """The graph exported (export.onnx, parity-checked) and run by ONNX Runtime's CUDA provider with
-        IO binding (export.runtime); None, listed once in `skipped`, where onnxruntime has no CUDA provider."""
+        """The graph exported (zoo.export.onnx, parity-checked) and run by ONNX Runtime's CUDA provider with
+        IO binding (zoo.export.runtime); None, listed once in `skipped`, where onnxruntime has no CUDA provider."""
         if self._ort_missing is None:
             try:
                 import onnxruntime
@@ -502,8 +502,8 @@ class Run:
             return None
         import tempfile
 
-        from export.onnx import export_onnx_graph
-        from export.runtime import OnnxRuntimeRunner, make_session
+        from zoo.export.onnx import export_onnx_graph
+        from zoo.export.runtime import OnnxRuntimeRunner, make_session
 
         folder = Path(tempfile.mkdtemp(prefix="zoo-gpu-ort-"))
         module = spec.module.to("cpu").float()  # export runs on the CPU in fp32, then the module goes back
@@ -527,7 +527,7 @@ class Run:
                 continue
             entry: dict[str, Any] = {"model": name, "variant": variant, "graph": spec.name, "precision": "fp32", "mode": "compile", "batch": 1}
             try:
-                from bench.graphs import graph_inputs
+                from zoo.bench.graphs import graph_inputs
 
                 inputs = graph_inputs(spec, 1, self.device)
                 started = time.perf_counter()
@@ -678,7 +678,7 @@ def _parse_model_variants(text: str | None) -> list[tuple[str, str]]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench.gpu", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for gpu-<device>-<date>.json")
     parser.add_argument("--device", default=None, help="cuda (default when available) or cpu")
     parser.add_argument("--quick", action="store_true", help="few iterations; on CPU, micro in place of S and M")
@@ -714,7 +714,7 @@ def run(quick: bool = False, out_dir: str | Path | None = None, budget_s: float 
     """`zoo bench gpu`: the same run in this process (out_dir defaults to bench/results)."""
     import tempfile
 
-    from bench.common import RESULTS_DIR
+    from zoo.bench.common import RESULTS_DIR
 
     if out_dir is None:  # full runs go to the results folder; a quick one only where asked
         out_dir = tempfile.mkdtemp(prefix="zoo-bench-gpu-") if quick else RESULTS_DIR

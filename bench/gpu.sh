@@ -27,9 +27,9 @@ echo "bench/gpu.sh: $("$PYTHON" --version 2>&1), repo ${ROOT}, output ${OUT}, ha
 cd "$ROOT"
 set +e
 if command -v timeout >/dev/null 2>&1; then
-    timeout --kill-after=5 "$LIMIT_S" "$PYTHON" -m bench.gpu --out "$OUT" --command "bench/gpu.sh $OUT $*" "$@"
+    timeout --kill-after=5 "$LIMIT_S" "$PYTHON" -m zoo.bench.gpu --out "$OUT" --command "bench/gpu.sh $OUT $*" "$@"
 else
-    "$PYTHON" -m bench.gpu --out "$OUT" --command "bench/gpu.sh $OUT $*" "$@"
+    "$PYTHON" -m zoo.bench.gpu --out "$OUT" --command "bench/gpu.sh $OUT $*" "$@"
 fi
 status=$?
 set -e

@@ -1,9 +1,9 @@
 """Which graphs the suites measure, and the three ways to run one (eager, compiled, ONNX Runtime).
 
 Everything comes from the registry's cards (`list_models`, `GraphSpec`), so a new family is
-benchmarked without editing the suites. ONNX files are produced by `export.onnx.export_onnx`
+benchmarked without editing the suites. ONNX files are produced by `zoo.export.onnx.export_onnx`
 (the same export `zoo export` runs, with its parity check) and run through
-`export.runtime.OnnxRuntimeRunner`, the runner the onnxruntime backend attaches.
+`zoo.export.runtime.OnnxRuntimeRunner`, the runner the onnxruntime backend attaches.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from bench.common import error_text, log
+from zoo.bench.common import error_text, log
 
 # Paper-size variants above this many parameters are skipped on CPU: fp32 weights plus an
 # ONNX Runtime copy plus compiled kernels must fit beside the other jobs on a 24 GiB machine.
@@ -135,13 +135,13 @@ class OnnxGraphs:
 
 
 def onnx_graphs(pipeline: Any, threads: int, export_dir: str | Path | None = None) -> OnnxGraphs:
-    """Export every graph with `export.onnx.export_onnx` and open an ONNX Runtime session each.
+    """Export every graph with `zoo.export.onnx.export_onnx` and open an ONNX Runtime session each.
 
     Graphs that fail export's parity check are left out (with their figures in `info`): a
     latency for a graph that computes something else would be meaningless."""
     try:
-        from export.onnx import export_onnx
-        from export.runtime import OnnxRuntimeRunner, make_session
+        from zoo.export.onnx import export_onnx
+        from zoo.export.runtime import OnnxRuntimeRunner, make_session
     except ImportError as err:
         return OnnxGraphs(error=f"export package unavailable ({error_text(err)})")
     result = OnnxGraphs()

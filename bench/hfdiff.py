@@ -1,7 +1,7 @@
 """HF-Diff evidence at CPU size (issue #14), over >= 3 seeds with the spread.
 
-    python -m bench.hfdiff losses  --weights runs/hfdiff-micro-teacher/model.safetensors --steps 120 --seeds 0,1,2
-    python -m bench.hfdiff quality --weights zoo/models/hfdiff/weights/micro-demo.safetensors --seeds 0,1,2
+    python -m zoo.bench.hfdiff losses  --weights runs/hfdiff-micro-teacher/model.safetensors --steps 120 --seeds 0,1,2
+    python -m zoo.bench.hfdiff quality --weights zoo/models/hfdiff/weights/micro-demo.safetensors --seeds 0,1,2
 
 `losses` (the paper's HF-loss claim at small scale): from the same trained teacher (and pretrained INN),
 the one-step student is trained for `--steps` steps with one of three objectives and scored on held-out
@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
 
 VAL_SEED = 10_007
 ARMS = ("mse", "hf", "vgg-random")

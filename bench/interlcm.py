@@ -1,7 +1,7 @@
 """InterLCM evidence at CPU size (issue #15): the paper's claim and two inference choices, over 3 seeds.
 
-    python -m bench.interlcm ablation --seeds 0,1,2                 # the bundled micro demo weights
-    python -m bench.interlcm ablation --weights runs/interlcm/model.safetensors --seeds 0,1,2
+    python -m zoo.bench.interlcm ablation --seeds 0,1,2                 # the bundled micro demo weights
+    python -m zoo.bench.interlcm ablation --weights runs/interlcm/model.safetensors --seeds 0,1,2
 
 Arms, all with the same trained networks (one `zoo train` run; see docs/models/interlcm.md):
 - `lq-4` (InterLCM): the LQ latent as step 1's x0 estimate, re-noised to t1, UNet + ControlNet at 759, 499, 259;
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
 
 ARMS = {"lq-4": {"start": "lq", "steps": 4, "colour_fix": True},
         "noise-4": {"start": "noise", "steps": 4, "colour_fix": True},
@@ -67,7 +67,7 @@ def ablation(seeds: list[int], weights: str | None = None, faces: int = 120) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.interlcm")
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench.interlcm")
     parser.add_argument("suite", choices=("ablation",))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--weights", default=None, help="our weights file (default: the bundled micro demo weights)")

@@ -1,17 +1,17 @@
 """Ladder suite: each family's main graph down the CPU precision ladder, side by side in one run.
 
-    zoo bench ladder [--quick] [--json]          # python -m bench ladder
+    zoo bench ladder [--quick] [--json]          # python -m zoo.bench ladder
 
 Contenders (batch 1, the graph's own input recorded from the family's data):
 PyTorch eager, ONNX Runtime fp32, OpenVINO fp32, OpenVINO bf16 (where the CPU reports BF16),
 ONNX Runtime int8 (QDQ) and OpenVINO int8 (NNCF), each int8 file calibrated on the family's
-own data with the network layers only quantised (export.quantize, the code `zoo export` runs).
+own data with the network layers only quantised (zoo.export.quantize, the code `zoo export` runs).
 Each lower precision carries the task metric `zoo export` records (held-out data, declared
 tolerance); "best bf16" / "best int8" in the table is the fastest that passes it. Every cell is
 timed at 1 thread and at all the CPUs, each setting in its own interleaved rounds.
 
 EfficientAD-S (256 x 256, C = 384) also runs against anomalib's eager `EfficientAdModel` with the
-same weights (bench.reference.build_pair: random weights with non-trivial statistics; anomalib's
+same weights (zoo.bench.reference.build_pair: random weights with non-trivial statistics; anomalib's
 teacher cannot be distilled offline), and every precision's image AUROC on >= 180 held-out
 images of zoo.data.anomaly's `parts` (half good, half defective) and its score rank correlation
 with fp32. Goal: the best rung >= 3x anomalib eager at equal quality (AUROC within 0.01, rank
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.common import (
+from zoo.bench.common import (
     Budget,
     error_text,
     format_table,
@@ -76,7 +76,7 @@ def main_graph(pipeline: Any, calibration: Any = None) -> Any:
 
 
 def _setting_threads(quick: bool) -> list[int]:
-    from bench.common import available_cpus
+    from zoo.bench.common import available_cpus
 
     cpus = available_cpus()
     return [1] if quick or cpus == 1 else [1, cpus]
@@ -92,9 +92,9 @@ class Rung:
 
     def build(self) -> None:
         """fp32 ONNX (parity-checked), its IR, and both int8 files with their task metrics."""
-        from export.onnx import export_onnx_graph
-        from export.openvino import bf16_unsupported_reason, convert_onnx, require_openvino
-        from export.quantize import iterative_reason, judge, nncf_quantize, ort_quantize
+        from zoo.export.onnx import export_onnx_graph
+        from zoo.export.openvino import bf16_unsupported_reason, convert_onnx, require_openvino
+        from zoo.export.quantize import iterative_reason, judge, nncf_quantize, ort_quantize
 
         spec = self.spec
         entry = export_onnx_graph(spec, self.workdir)
@@ -133,14 +133,14 @@ class Rung:
         self.info["ov_int8"] = {"quantization": quant, "task_metric": metric}
 
     def ort_runner(self, path: Path, threads: int) -> Callable[..., list[np.ndarray]]:
-        from export.runtime import make_session
+        from zoo.export.runtime import make_session
 
         session = make_session(path, "cpu", threads or None)
         names_in, names_out = [t.name for t in self.spec.inputs], [t.name for t in self.spec.outputs]
         return lambda *arrays: session.run(names_out, dict(zip(names_in, arrays)))
 
     def ov_runner(self, path: Path, precision: str, threads: int) -> Callable[..., list[np.ndarray]]:
-        from export.openvino import OpenVinoRunner, compile_model
+        from zoo.export.openvino import OpenVinoRunner, compile_model
 
         return OpenVinoRunner(compile_model(path, precision, threads or None), self.spec, "cpu", precision).run_numpy
 
@@ -178,7 +178,7 @@ def _time(rung: Rung, extra: dict[str, Callable[[], Any]], threads: int, quick: 
 
 def _spread(base: list[float], other: list[float]) -> list[float | None]:
     """10th and 90th percentile of the per-round ratios base / other (rounds are aligned)."""
-    from bench.common import percentile
+    from zoo.bench.common import percentile
 
     per_round = [b / o for b, o in zip(base, other) if o]
     return [round_sig(percentile(per_round, 10), 3), round_sig(percentile(per_round, 90), 3)] if per_round else [None, None]
@@ -217,7 +217,7 @@ FP32_SUBSET = 16  # fp32 runtimes (parity-checked at 1e-4) and anomalib: a subse
 def _anomalib_quality(rung: Rung, theirs: torch.nn.Module, n: int, threads: int) -> dict[str, Any]:
     """Image AUROC of every lower precision on n held-out images, each one's score rank correlation
     with fp32 eager; fp32 runtimes and anomalib's eager model on the first FP32_SUBSET images."""
-    from export.quantize import family_data, spearman
+    from zoo.export.quantize import family_data, spearman
     from zoo.metrics.anomaly import image_auroc
 
     torch.set_num_threads(threads)
@@ -265,8 +265,8 @@ def run(
 ) -> dict[str, Any]:
     """reference=False leaves out EfficientAD-S against anomalib (the families' rows only);
     held_out: held-out inputs per family's judge (default: what `zoo export` uses, 48; anomaly 96)."""
-    from bench.graphs import quick_variant
-    from export.quantize import calibration_inputs
+    from zoo.bench.graphs import quick_variant
+    from zoo.export.quantize import calibration_inputs
     from zoo.registry import create_model, list_models
 
     budget = Budget(budget_s or BUDGET_S[quick])
@@ -279,8 +279,7 @@ def run(
     )
     workroot = Path(tempfile.mkdtemp(prefix="zoo-bench-ladder-"))
     original_threads = torch.get_num_threads()
-    import export.quantize as quantize
-
+    import zoo.export.quantize as quantize
     saved = (quantize.HELD_OUT_ITEMS, quantize.HELD_OUT_ANOMALY)
     if held_out:
         quantize.HELD_OUT_ITEMS = quantize.HELD_OUT_ANOMALY = held_out
@@ -329,8 +328,8 @@ def run(
 
 
 def _efficientad_s(document: dict[str, Any], workroot: Path, settings: list[int], quick: bool) -> None:
-    from bench.reference import OUT_CHANNELS, build_pair
-    from export.quantize import calibration_inputs
+    from zoo.bench.reference import OUT_CHANNELS, build_pair
+    from zoo.export.quantize import calibration_inputs
 
     ours, theirs = build_pair("s", OUT_CHANNELS[quick])
     spec = ours.graph_specs()[0]

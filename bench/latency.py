@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bench.common import (
+from zoo.bench.common import (
     Budget,
     error_text,
     format_table,
@@ -33,7 +33,7 @@ from bench.common import (
     time_call,
     write_document,
 )
-from bench.graphs import OnnxGraphs, batch_sizes, eager_runner, first_output, graph_inputs, max_abs_diff, onnx_graphs, variant_cells
+from zoo.bench.graphs import OnnxGraphs, batch_sizes, eager_runner, first_output, graph_inputs, max_abs_diff, onnx_graphs, variant_cells
 
 BATCHES = (1, 8)
 BACKENDS = ("eager", "compile", "onnxruntime")
@@ -105,7 +105,7 @@ def run(
             "weights": "random (latency does not depend on the values)",
             "timing": "perf_counter per call; rounds call every backend once in rotating order",
             "compile": "torch.compile(module, dynamic=False), default mode; compile time reported apart",
-            "onnxruntime": "export.onnx.export_onnx + export.runtime.OnnxRuntimeRunner (CPU provider, sequential, intra-op = threads)",
+            "onnxruntime": "zoo.export.onnx.export_onnx + zoo.export.runtime.OnnxRuntimeRunner (CPU provider, sequential, intra-op = threads)",
             "speedup": "eager median / backend median (above 1: faster than eager)",
         },
         results=[],

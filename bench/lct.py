@@ -1,9 +1,9 @@
 """sLCT evidence at CPU size (issue #12): the paper's claims as measurements over >= 3 seeds.
 
-    python -m bench.lct tails                       # latents are heavy-tailed, pixels are not
-    python -m bench.lct ablation --steps 1000 --seeds 0,1,2 --workers 2 --set ema_decay=0.99
-    python -m bench.lct collect --out runs/lct-ablation --steps 1000   # the runs that finished, if stopped early
-    python -m bench.lct report bench/results/lct-ablation-DATE.json
+    python -m zoo.bench.lct tails                       # latents are heavy-tailed, pixels are not
+    python -m zoo.bench.lct ablation --steps 1000 --seeds 0,1,2 --workers 2 --set ema_decay=0.99
+    python -m zoo.bench.lct collect --out runs/lct-ablation --steps 1000   # the runs that finished, if stopped early
+    python -m zoo.bench.lct report bench/results/lct-ablation-DATE.json
 
 `tails`: excess kurtosis and tail mass (share of values beyond 4 and 6 standard deviations,
 99.9th-percentile |z|) of the bundled micro-f4 autoencoder's standardised latents against the
@@ -15,7 +15,7 @@ as the paper's ablation does: iCT (Pseudo-Huber, fixed c) -> Cauchy loss -> earl
 diffusion loss -> OT coupling -> adaptive c (= sLCT) -> NsLN final norm; plus the multi-step
 diffusion baseline (EDM objective on the same network, Heun sampler, 18 levels = 35 network
 calls). Every (arm, seed) is one `zoo train lct --variant micro` run through the card's stage
-(bench.ablation.train_arm), scored by its `finalize`: FID / KID / precision / recall of 512
+(zoo.bench.ablation.train_arm), scored by its `finalize`: FID / KID / precision / recall of 512
 samples against 512 held-out images in zoo-shapes-classifier-v1 feature space, at 1 and 2
 steps (the baseline at its 18 levels). Then time per image of one-step sLCT against the
 baseline, measured interleaved on the trained models (batch 64, one thread). Runs go in
@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.ablation import Arm, build_arm, train_arm
-from bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
+from zoo.bench.ablation import Arm, build_arm, train_arm
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
 
 ICT = {"loss": "pseudo-huber", "diffusion_loss_weight": "0", "ot_coupling": "false", "adaptive_c": "false"}
 
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(seeds) < 3:
         log("warning: fewer than 3 seeds; the spread is not evidence")
     threads = pin_threads(1)
-    command = "python -m bench.lct " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python -m zoo.bench.lct " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     document = new_document(f"lct-{args.suite}", quick=False, machine=machine_info(threads), command=command)
     if args.suite == "tails":
         document.update(tails(seeds, args.images, args.autoencoder))

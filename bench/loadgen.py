@@ -1,6 +1,6 @@
 """A bounded load generator for the serving suite, run as its own process.
 
-    python -m bench.loadgen --url http://127.0.0.1:PORT --model efficientad --shape 1,3,128,128 \
+    python -m zoo.bench.loadgen --url http://127.0.0.1:PORT --model efficientad --shape 1,3,128,128 \
         --concurrency 16 --requests 400 --time-limit 20
 
 Sends Open Inference Protocol v2 infer requests with Triton's binary tensor extension (the
@@ -126,7 +126,7 @@ def run_load(url: str, model: str, body: bytes, header_length: int, concurrency:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench.loadgen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True, help="http://127.0.0.1:PORT (loopback only)")
     parser.add_argument("--model", required=True, help="the v2 model name (a graph)")
     parser.add_argument("--input", default="image", help="the graph's input name")

@@ -1,9 +1,9 @@
 """NCT evidence at CPU size (issue #13): the paper's Table 3 ablation and its central claim, over >= 3 seeds.
 
-    python -m bench.nct ablation --steps 400 --seeds 0,1,2 --workers 2
-    python -m bench.nct controls --steps 400 --seeds 0,1,2 --workers 2
-    python -m bench.nct collect --out runs/nct-ablation --steps 400
-    python -m bench.nct report bench/results/nct-ablation-DATE.json
+    python -m zoo.bench.nct ablation --steps 400 --seeds 0,1,2 --workers 2
+    python -m zoo.bench.nct controls --steps 400 --seeds 0,1,2 --workers 2
+    python -m zoo.bench.nct collect --out runs/nct-ablation --steps 400
+    python -m zoo.bench.nct report bench/results/nct-ablation-DATE.json
 
 `ablation` (on the lowres control: the paper ablates on Canny, but at 32 px and a few hundred CPU steps the
 Canny adapter barely moves its consistency, so differences between arms could not resolve there): full NCT; without the noise consistency loss; without
@@ -11,7 +11,7 @@ the boundary loss; without primal-dual (lambda fixed at its start value); and th
 ControlNet-style baseline on the same frozen base (the card's `controlnet-data` stage: the same adapter,
 EDM denoising on images of the base's training distribution, 4 sampling steps). `controls`: full NCT on
 the other controls (canny, colour; lowres is the ablation's full arm). Every (arm, seed) is one run of the card's stage through the shared
-loop (bench.ablation.train_arm), scored by its `finalize` on 256 held-out seeds: control consistency of the
+loop (zoo.bench.ablation.train_arm), scored by its `finalize` on 256 held-out seeds: control consistency of the
 adapted generator (mean |c - C(output)|, controls from the base's outputs, generation from independent
 noise) beside the unadapted generator's on the same controls, and FID / precision / recall of the adapted
 outputs against the base's own (zoo-shapes-classifier-v1 space, as the paper scores against the base).
@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-from bench.ablation import Arm, build_arm, train_arm
-from bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
+from zoo.bench.ablation import Arm, build_arm, train_arm
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
 
 # CPU-sized runs: the micro defaults (batch 32, lr 1e-3, N = 4 levels, EMA 0.98) and 256 held-out seeds
 COMMON = {"eval_samples": "256"}
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     suite = args.of if args.suite == "collect" else args.suite
     out = args.out or Path(f"runs/nct-{suite}")
     threads = pin_threads(1)
-    command = "python -m bench.nct " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python -m zoo.bench.nct " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     document = new_document(f"nct-{suite}", quick=False, machine=machine_info(threads), command=command)
     document.update(run_suite(suite, args.steps, seeds, args.workers, out, collect_only=args.suite == "collect"))
     print_result(document)

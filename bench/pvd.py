@@ -1,11 +1,11 @@
 """PVD evidence at CPU size (issue #18): held-out grounding accuracy and the paper's claims as ablations.
 
-    python -m bench.pvd ablation --steps 600 --seeds 0,1,2 --out runs/pvd-ablation
-    python -m bench.pvd steps --weights runs/pvd-ablation/pvd-seed0/model.safetensors,...   # one model per seed
-    python -m bench.pvd report bench/results/pvd-ablation-cpu-DATE.json
+    python -m zoo.bench.pvd ablation --steps 600 --seeds 0,1,2 --out runs/pvd-ablation
+    python -m zoo.bench.pvd steps --weights runs/pvd-ablation/pvd-seed0/model.safetensors,...   # one model per seed
+    python -m zoo.bench.pvd report bench/results/pvd-ablation-cpu-DATE.json
 
 `ablation`: three arms, each one `zoo train pvd --variant micro` run per seed through the card's
-stage (bench.ablation.train_arm) on the procedural referring data, scored by its `finalize` on the
+stage (zoo.bench.ablation.train_arm) on the procedural referring data, scored by its `finalize` on the
 held-out split (Acc@0.5, mean box IoU, mIoU / oIoU of the rasterised polygons, Acc@0.5 on the
 expressions that need a relation):
 - `pvd`: the card's defaults (Center Anchor Mechanism + Angle Summation Loss);
@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from bench.ablation import Arm, build_arm, train_arm
-from bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
+from zoo.bench.ablation import Arm, build_arm, train_arm
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
 
 KEYS = ("acc@0.5", "box_iou", "mIoU", "oIoU", "acc@0.5_relation")
 # CPU-sized runs: fewer scenes than the demo run, so rendering the data does not eat the budget
@@ -144,7 +144,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.pvd", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench.pvd", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="suite", required=True)
     a = sub.add_parser("ablation")
     a.add_argument("--steps", type=int, default=600)

@@ -7,7 +7,7 @@ dict is converted into ours by `zoo.models.efficientad.convert.convert_state_dic
 compared before anything is timed.
 
 Measured side by side in interleaved rounds, batch 1 at 256 x 256 (the paper's setting):
-- inference: ours eager, ours on ONNX Runtime (exported by `export.onnx`), anomalib eager;
+- inference: ours eager, ours on ONNX Runtime (exported by `zoo.export.onnx`), anomalib eager;
 - one training step (forward, backward, Adam step on student + autoencoder, as both training
   wrappers do): ours (`EfficientADTrainable.training_step`) against anomalib's training forward,
   with the same image and the same penalty image.
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from bench.common import (
+from zoo.bench.common import (
     Budget,
     error_text,
     format_table,
@@ -172,7 +172,7 @@ def run(
 
 def _compare(size: str, channels: int, threads: int, budget: Budget, quick: bool, onnxruntime: bool,
              reps: tuple[tuple[int, int], tuple[int, int]]) -> dict[str, Any]:
-    from bench.graphs import eager_runner, onnx_graphs
+    from zoo.bench.graphs import eager_runner, onnx_graphs
     from zoo.models.efficientad.train import EfficientADTrainable
 
     name = f"EfficientAD-{size.upper()}"

@@ -5,7 +5,7 @@ and device the newest full run (not `--quick`) is used. On CPU only ratios are s
 are shared and noisy); absolute times and throughputs appear for GPU runs.
 
     zoo bench report                      # writes bench/results/TABLE.md, updates docs/benchmarks.md
-    python -m bench.report --readme docs/benchmarks.md
+    python -m zoo.bench.report --readme docs/benchmarks.md
 
 Suites without a row maker here (a family's quality benchmark, say) appear when their document
 carries `"table_rows": [[model, measure, value, goal], ...]`.
@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, device_tag, log, machine_info, new_document
+from zoo.bench.common import RESULTS_DIR, device_tag, log, machine_info, new_document
 
 START = "<!-- bench-table:start -->"
 END = "<!-- bench-table:end -->"
@@ -233,7 +233,7 @@ def render(document: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m zoo.bench.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)

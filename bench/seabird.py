@@ -1,9 +1,9 @@
 """SeaBird evidence at CPU size (issue #17): the paper's claim as an ablation, and its theory's simple case.
 
-    python -m bench.seabird theory                                   # closed form + Monte Carlo, plot + JSON
-    python -m bench.seabird ablation --steps 250 --seeds 0,1,2 --workers 3   # dice vs no seg vs L1 seg, AP large / car
-    python -m bench.seabird ablation --steps 100 --init runs/seabird-seg/model.safetensors --tag ft --out runs/seabird-ablation-ft
-    python -m bench.seabird report bench/results/seabird-ablation-cpu-DATE.json
+    python -m zoo.bench.seabird theory                                   # closed form + Monte Carlo, plot + JSON
+    python -m zoo.bench.seabird ablation --steps 250 --seeds 0,1,2 --workers 3   # dice vs no seg vs L1 seg, AP large / car
+    python -m zoo.bench.seabird ablation --steps 100 --init runs/seabird-seg/model.safetensors --tag ft --out runs/seabird-ablation-ft
+    python -m zoo.bench.seabird report bench/results/seabird-ablation-cpu-DATE.json
 
 `theory` (paper Sec. 3, Lemma 1 / Theorem 1; official `PanopticBEV/plot/plot_convergence_analysis.py`):
 a prediction p of an object's depth z, a target z + eps with eps ~ N(0, sigma^2). The gradient of
@@ -93,7 +93,7 @@ def theory(samples: int, seed: int, results: Path) -> dict[str, Any]:
     sigma = np.round(np.geomspace(0.02, 3.1, 16), 4)
     exact, mc = closed_form(sigma), monte_carlo(sigma, samples, seed)
     worst = max(abs(m - e) / e for k in exact for m, e in zip(mc[k], exact[k]) if e > 1e-9)
-    doc = {"suite": "theory", "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python -m bench.seabird", *sys.argv[1:]]),
+    doc = {"suite": "theory", "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python -m zoo.bench.seabird", *sys.argv[1:]]),
            "sigma": sigma.tolist(), "closed_form": exact, "monte_carlo": mc, "samples": samples, "seed": seed,
            "max_relative_difference": worst}
     date = doc["date"]
@@ -181,7 +181,7 @@ def ablation(steps: int, seeds: list[int], out: Path, results: Path, extra: list
         for seed, got in pool.map(_seed_runs, jobs):
             for mode in MODES:
                 runs[mode][seed] = got[mode]
-    doc = {"suite": "ablation", "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python -m bench.seabird", *sys.argv[1:]]),
+    doc = {"suite": "ablation", "date": time.strftime("%Y-%m-%d"), "command": " ".join(["python -m zoo.bench.seabird", *sys.argv[1:]]),
            "steps": steps, "seeds": seeds, "batch_size": batch, "workers": workers, "train_scenes": 256, "val_scenes": 100, "wall_s": round(time.time() - started),
            "threads": 1, "extra_args": extra, "runs": {m: {str(s): v for s, v in r.items()} for m, r in runs.items()}, "table": summarise(runs)}
     path = results / f"seabird-ablation{'-' + tag if tag else ''}-cpu-{doc['date']}.json"

@@ -2,7 +2,7 @@
 
 Two servers run side by side on 127.0.0.1 (free ports), the same model and backend, one with
 dynamic batching off (`--max-batch-size 1`) and one with it on (the default 8 rows, 5 ms
-queue delay). `bench.loadgen` (its own process, standard library only) sends Open Inference
+queue delay). `zoo.bench.loadgen` (its own process, standard library only) sends Open Inference
 Protocol v2 requests with binary tensors, as tritonclient does, at concurrency 1, 4 and 16,
 each run bounded by a request count and a time limit. Rounds alternate which server goes
 first; figures are medians over rounds. The same graph is also called in this process
@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import (
+from zoo.bench.common import (
     Budget,
     Timing,
     format_table,
@@ -124,10 +124,10 @@ class Server:
 
 
 def load(server: Server, graph: Any, v2_name: str, concurrency: int, requests: int, time_limit: float) -> dict[str, Any]:
-    """One bounded `bench.loadgen` run in its own process; its JSON result."""
+    """One bounded `zoo.bench.loadgen` run in its own process; its JSON result."""
     shape = ",".join(str(d) for d in graph.inputs[0].concrete_shape({**{k: v[1] for k, v in graph.dims.items()}, "batch": 1}))
     cmd = [
-        sys.executable, "-m", "bench.loadgen", "--url", server.url, "--model", v2_name, "--input", graph.inputs[0].name,
+        sys.executable, "-m", "zoo.bench.loadgen", "--url", server.url, "--model", v2_name, "--input", graph.inputs[0].name,
         "--outputs", ",".join(o.name for o in graph.outputs), "--shape", shape, "--datatype", _triton_dtype(graph.inputs[0].dtype),
         "--concurrency", str(concurrency), "--requests", str(requests), "--time-limit", str(time_limit),
     ]
@@ -166,10 +166,9 @@ def run(
     """Start both servers, drive them, compare with the in-process call, write to `out_dir` if given.
 
     `requests`, `time_limit_s` and `rounds` override the quick/full defaults per load run."""
-    from bench.graphs import graph_inputs, quick_variant
+    from zoo.bench.graphs import graph_inputs, quick_variant
     from zoo.registry import create_model, get_card
-
-    from serving.batching import default_instances
+    from zoo.serving.batching import default_instances
 
     threads = pin_threads(threads)
     device = device or "cpu"
@@ -295,7 +294,7 @@ def _summarise(document: dict[str, Any], in_process: Timing, concurrency: tuple[
 
 
 def _p(timing: Timing, q: float) -> float:
-    from bench.common import percentile
+    from zoo.bench.common import percentile
 
     return percentile(timing.samples_ms, q)
 

@@ -3,6 +3,6 @@
 `zoo demo` runs it alone; `zoo serve` mounts it at /demo beside the HTTP API.
 """
 
-from demos.app import build_demo, launch_demo
+from zoo.demos.app import build_demo, launch_demo
 
 __all__ = ["build_demo", "launch_demo"]

@@ -6,14 +6,14 @@
   other sizes than the export's and compared with PyTorch (fp32: 1e-4 abs or 1e-3 rel).
 - `onnx-fp16`: the same graphs in fp16 with sensitive ops in fp32, 1e-2 plus the task metric.
 - `onnx-int8`: static int8 (QDQ, network layers only) calibrated on the family's own data,
-  judged by the task metric on held-out data (export.quantize); runs on `backend="onnxruntime"`.
+  judged by the task metric on held-out data (zoo.export.quantize); runs on `backend="onnxruntime"`.
 - `openvino`, `openvino-bf16`, `openvino-int8`: OpenVINO IR, compiled in fp32, bf16 (where the CPU
-  has it) or int8 through NNCF (export.openvino); runs on `backend="openvino"`.
+  has it) or int8 through NNCF (zoo.export.openvino); runs on `backend="openvino"`.
 - `tensorrt`: serialized engines built from the (fp16) ONNX; needs TensorRT and a GPU.
 - `triton`: a Triton Inference Server model repository over the same files.
 
 Runtime backends plug into the registry through the `zoo.backends` entry points:
-`onnxruntime` (export.runtime), `openvino` (export.openvino), `tensorrt` (export.tensorrt), `torch-cuda` (export.cuda).
+`onnxruntime` (zoo.export.runtime), `openvino` (zoo.export.openvino), `tensorrt` (zoo.export.tensorrt), `torch-cuda` (zoo.export.cuda).
 Every path is driven by the cards' `GraphSpec`s, so a new family needs no code here.
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from export.common import FP16_TOLERANCE, FP32_TOLERANCE, ExportError, ParityError, Tolerance, read_manifest
+from zoo.export.common import FP16_TOLERANCE, FP32_TOLERANCE, ExportError, ParityError, Tolerance, read_manifest
 
 FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8", "tensorrt", "triton")
 # The precision ladder on CPU: format -> (backend that loads it, precision)
@@ -57,34 +57,34 @@ def export_model(
         raise ValueError(f"precision must be fp32 or fp16, got {precision!r}")
     fp16 = precision == "fp16" or (precision is None and fmt == "tensorrt")
     if fmt == "tensorrt" or (fmt == "triton" and triton_backend == "tensorrt"):
-        from export.tensorrt import require_tensorrt
+        from zoo.export.tensorrt import require_tensorrt
 
         require_tensorrt()
     from zoo.registry import create_model
 
     pipeline = create_model(name, variant, weights=weights, device="cpu")
     if fmt == "onnx":
-        from export.onnx import export_onnx
+        from zoo.export.onnx import export_onnx
 
         return export_onnx(pipeline, out, exporter=exporter, weights=weights)
     if fmt == "onnx-fp16":
-        from export.fp16 import export_onnx_fp16
+        from zoo.export.fp16 import export_onnx_fp16
 
         return export_onnx_fp16(pipeline, out, exporter=exporter, weights=weights)
     if fmt == "onnx-int8":
-        from export.quantize import export_onnx_int8
+        from zoo.export.quantize import export_onnx_int8
 
         return export_onnx_int8(pipeline, out, exporter=exporter, weights=weights)
     if fmt.startswith("openvino"):
-        from export.openvino import export_openvino
+        from zoo.export.openvino import export_openvino
 
         precision = {"openvino": "f32", "openvino-bf16": "bf16", "openvino-int8": "int8"}[fmt]
         return export_openvino(pipeline, out, precision=precision, exporter=exporter, weights=weights)
     if fmt == "tensorrt":
-        from export.tensorrt import export_tensorrt
+        from zoo.export.tensorrt import export_tensorrt
 
         return export_tensorrt(pipeline, out, fp16=fp16, weights=weights, exporter=exporter)
-    from export.triton import export_triton
+    from zoo.export.triton import export_triton
 
     return export_triton(
         pipeline, out, backend=triton_backend, fp16=fp16, weights=weights, exporter=exporter,

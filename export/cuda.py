@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from export.common import ExportError
+from zoo.export.common import ExportError
 
 if TYPE_CHECKING:
     from zoo.pipeline import Pipeline

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from export.common import FP16_TOLERANCE, FP32_TOLERANCE, ParityError, Tolerance, example_dims, write_manifest
-from export.onnx import (
+from zoo.export.common import FP16_TOLERANCE, FP32_TOLERANCE, ParityError, Tolerance, example_dims, write_manifest
+from zoo.export.onnx import (
     EXTERNAL_DATA_BYTES,
     base_manifest,
     check_parity,
@@ -38,7 +38,7 @@ from export.onnx import (
     raise_if_failed,
     reference_outputs,
 )
-from export.runtime import make_session
+from zoo.export.runtime import make_session
 
 if TYPE_CHECKING:
     from zoo.pipeline import GraphSpec, Pipeline

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from export.common import (
+from zoo.export.common import (
     FP32_TOLERANCE,
     MANIFEST_VERSION,
     ExportError,
@@ -41,7 +41,7 @@ from export.common import (
     versions,
     write_manifest,
 )
-from export.runtime import make_session
+from zoo.export.runtime import make_session
 
 if TYPE_CHECKING:
     from zoo.pipeline import GraphSpec, Pipeline

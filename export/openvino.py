@@ -12,13 +12,13 @@ Precisions, as the manifest's `inference_precision` says per graph:
 - `bf16`: the same IR compiled with `INFERENCE_PRECISION_HINT=bf16`; only where the CPU reports
   BF16 in `OPTIMIZATION_CAPABILITIES` (AVX-512 BF16 or AMX), refused otherwise.
 - `int8`: post-training static quantisation with NNCF on the family's own data
-  (export.quantize), network layers only (convolutions and matmuls); the rest (a graph's map
+  (zoo.export.quantize), network layers only (convolutions and matmuls); the rest (a graph's map
   post-processing: resize, subtract, square, mean, pad) stays fp32, so its outputs are not
   clipped at the calibration range.
 
 Lower precisions are judged by the family's task metric against fp32 PyTorch on held-out data
-(export.quantize.judge) and refused beyond the declared tolerance. Threads: the process's
-CPUs (`export.runtime.available_cpus`), one stream, latency hint: a request is one call.
+(zoo.export.quantize.judge) and refused beyond the declared tolerance. Threads: the process's
+CPUs (`zoo.export.runtime.available_cpus`), one stream, latency hint: a request is one call.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from export.common import FP32_TOLERANCE, ExportError, ParityError, read_manifest, write_manifest
-from export.runtime import available_cpus, check_manifest
+from zoo.export.common import FP32_TOLERANCE, ExportError, ParityError, read_manifest, write_manifest
+from zoo.export.runtime import available_cpus, check_manifest
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -208,8 +208,8 @@ def export_openvino(
     `parity` (the IR through OpenVINO at this precision against fp32 PyTorch) and, below fp32,
     `task_metric` (metric, tolerance, fp32 and export figures on held-out data) and, for int8,
     `quantization` (tool, calibration data, what was kept in fp32)."""
-    from export.onnx import base_manifest, export_onnx_graph, prepare
-    from export.quantize import LOW_PRECISION_TOLERANCE, check_runner_parity, judge, ladder_refusal
+    from zoo.export.onnx import base_manifest, export_onnx_graph, prepare
+    from zoo.export.quantize import LOW_PRECISION_TOLERANCE, check_runner_parity, judge, ladder_refusal
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -240,7 +240,7 @@ def export_openvino(
             xml = out_dir / f"{spec.name}.xml"
             model = convert_onnx(scratch / entry["file"], xml)
             if precision == "int8":
-                from export.quantize import calibration_inputs, nncf_quantize
+                from zoo.export.quantize import calibration_inputs, nncf_quantize
 
                 if calibration is None:
                     calibration = calibration_inputs(pipeline, size=calibration_size)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from export.common import ExportError, ParityError, Tolerance, check_dims, compare, write_manifest
+from zoo.export.common import ExportError, ParityError, Tolerance, check_dims, compare, write_manifest
 
 if TYPE_CHECKING:
     from zoo.pipeline import GraphSpec, Pipeline
@@ -266,7 +266,7 @@ def nncf_quantize(model: Any, spec: GraphSpec, calibration: Calibration) -> tupl
 
     samples, source = calibration.samples(spec, "train")
     types = sorted({op.get_type_name() for op in model.get_ops()})
-    from export.openvino import NETWORK_TYPES
+    from zoo.export.openvino import NETWORK_TYPES
 
     ignored = [t for t in types if t not in NETWORK_TYPES and t not in ("Parameter", "Result", "Constant")]
     dataset = nncf.Dataset([{i: x.numpy() for i, x in enumerate(s)} for s in samples])
@@ -360,9 +360,9 @@ def keep_tail_fp32(graph: Any) -> int:
 
 # -- parity and the judge ----------------------------------------------------------------------
 def check_runner_parity(spec: GraphSpec, run: RunFn, tol: Tolerance, elementwise: bool = True, seed: int = 1) -> dict[str, Any]:
-    """Like export.onnx.check_parity for any runtime (`run(*arrays) -> arrays`). With
+    """Like zoo.export.onnx.check_parity for any runtime (`run(*arrays) -> arrays`). With
     elementwise=False (lower precisions) the figures are recorded but only shapes decide."""
-    from export.onnx import reference_outputs
+    from zoo.export.onnx import reference_outputs
 
     checks = []
     for dims in check_dims(spec):
@@ -407,7 +407,7 @@ def _run_all(spec: GraphSpec, run: RunFn, rows: list[tuple[torch.Tensor, ...]], 
 
 
 def _torch_run(spec: GraphSpec) -> RunFn:
-    from export.onnx import reference_outputs
+    from zoo.export.onnx import reference_outputs
 
     return lambda *arrays: reference_outputs(spec, tuple(torch.from_numpy(np.asarray(a)) for a in arrays))
 
@@ -501,8 +501,8 @@ def export_onnx_int8(
 ) -> dict[str, Any]:
     """`zoo export NAME --format onnx-int8`: QDQ `<graph>.onnx` per graph plus `export.json`, judged
     on the task metric (runs on `backend="onnxruntime"`)."""
-    from export.onnx import base_manifest, export_onnx_graph, io_entries, prepare
-    from export.runtime import make_session
+    from zoo.export.onnx import base_manifest, export_onnx_graph, io_entries, prepare
+    from zoo.export.runtime import make_session
 
     pipeline = prepare(pipeline)
     out_dir = Path(out_dir)

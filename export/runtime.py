@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from export.common import ExportError, dims_from_inputs, graph_module_fingerprint, read_manifest
+from zoo.export.common import ExportError, dims_from_inputs, graph_module_fingerprint, read_manifest
 
 if TYPE_CHECKING:
     import onnxruntime as ort

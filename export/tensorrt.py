@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from export.common import ExportError, dims_from_inputs, example_dims, read_manifest, write_manifest
+from zoo.export.common import ExportError, dims_from_inputs, example_dims, read_manifest, write_manifest
 
 if TYPE_CHECKING:
     from zoo.pipeline import GraphSpec, Pipeline
@@ -124,8 +124,8 @@ def export_tensorrt(
     """`zoo export NAME --format tensorrt`: the checked ONNX (fp16 unless fp16=False), then one
     plan per graph. Stops before exporting anything when TensorRT or a GPU is missing."""
     require_tensorrt()
-    from export.fp16 import export_onnx_fp16
-    from export.onnx import export_onnx
+    from zoo.export.fp16 import export_onnx_fp16
+    from zoo.export.onnx import export_onnx
 
     out_dir = Path(out_dir)
     make = export_onnx_fp16 if fp16 else export_onnx
@@ -197,7 +197,7 @@ def attach_tensorrt(
         raise ExportError("the tensorrt backend needs export_dir= (a folder written by `zoo export NAME --format tensorrt`)")
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
-    from export.runtime import check_manifest
+    from zoo.export.runtime import check_manifest
 
     check_manifest(pipeline, manifest, export_dir, check_weights)  # same model, checked, same weights
     if torch.device(device).type != "cuda":

@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from export.common import ExportError, example_dims, write_manifest
+from zoo.export.common import ExportError, example_dims, write_manifest
 
 if TYPE_CHECKING:
     from zoo.pipeline import GraphSpec, Pipeline
@@ -250,7 +250,7 @@ def export_triton(
         raise ValueError(f"backend must be one of {sorted(PLATFORMS)}, got {backend!r}")
     platform = PLATFORMS[backend]
     if platform == "tensorrt_plan":
-        from export.tensorrt import require_tensorrt
+        from zoo.export.tensorrt import require_tensorrt
 
         require_tensorrt()
     repo = Path(repo)
@@ -258,15 +258,15 @@ def export_triton(
     scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=repo))  # removed below: Triton must not see it
     try:
         if platform == "tensorrt_plan":
-            from export.tensorrt import export_tensorrt
+            from zoo.export.tensorrt import export_tensorrt
 
             manifest = export_tensorrt(pipeline, scratch, fp16=fp16, weights=weights, exporter=exporter)
         elif fp16:
-            from export.fp16 import export_onnx_fp16
+            from zoo.export.fp16 import export_onnx_fp16
 
             manifest = export_onnx_fp16(pipeline, scratch, exporter=exporter, weights=weights)
         else:
-            from export.onnx import export_onnx
+            from zoo.export.onnx import export_onnx
 
             manifest = export_onnx(pipeline, scratch, exporter=exporter, weights=weights)
         return repository_from_export(pipeline, manifest, scratch, repo, platform, max_queue_delay_us, instance_kind, instances, move=True)

@@ -3,9 +3,9 @@
     app = create_app()                      # every registered model, bundled demo weights
     app = create_app(["efficientad"], backend="onnxruntime", export_dir="exports")
 
-Routes: the Open Inference Protocol v2 under /v2 (`serving.oip`), a REST predict route per
-model under /models (`serving.rest`), Prometheus /metrics, OpenAPI docs at /docs (Swagger UI)
-and /redoc, both from local assets (`serving.docs`), and,
+Routes: the Open Inference Protocol v2 under /v2 (`zoo.serving.oip`), a REST predict route per
+model under /models (`zoo.serving.rest`), Prometheus /metrics, OpenAPI docs at /docs (Swagger UI)
+and /redoc, both from local assets (`zoo.serving.docs`), and,
 when a demo is given, the Gradio app at /demo. Models load in the background after
 start-up (the liveness probe answers at once, readiness once loading is done); each model
 loads on its own, so one failing is reported on its ready endpoint while the others serve.
@@ -29,14 +29,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving import oip, rest
-from serving.batching import BatchingConfig
-from serving.docs import install_docs
-from serving.errors import RequestIdMiddleware, ServingError, internal_error, request_id_of
-from serving.limits import ApiKeyMiddleware, BodyLimitMiddleware, Limits, api_key_openapi, check_bind, resolve_api_key
-from serving.memory import MemoryReleaseMiddleware
-from serving.metrics import CONTENT_TYPE, ServingMetrics
-from serving.model_manager import ModelManager
+from zoo.serving import oip, rest
+from zoo.serving.batching import BatchingConfig
+from zoo.serving.docs import install_docs
+from zoo.serving.errors import RequestIdMiddleware, ServingError, internal_error, request_id_of
+from zoo.serving.limits import ApiKeyMiddleware, BodyLimitMiddleware, Limits, api_key_openapi, check_bind, resolve_api_key
+from zoo.serving.memory import MemoryReleaseMiddleware
+from zoo.serving.metrics import CONTENT_TYPE, ServingMetrics
+from zoo.serving.model_manager import ModelManager
 
 if TYPE_CHECKING:
     from zoo.pipeline import Pipeline
@@ -218,13 +218,12 @@ def urls(host: str, port: int, demo: bool) -> dict[str, str]:
 
 def serve(options: ServeOptions, echo: Callable[[str], None] = print) -> None:
     """Build the app, print where everything is, and run uvicorn until interrupted."""
-    import uvicorn
-
     import torch
+    import uvicorn
 
     threads = torch.get_num_threads()
     if options.batching.instances > 1 and str(options.device).startswith("cpu"):
-        from serving.batching import threads_per_instance
+        from zoo.serving.batching import threads_per_instance
 
         # torch's intra-op pool is per process: each instance's share, so instances do not oversubscribe the cores
         torch.set_num_threads(min(threads, threads_per_instance(options.batching.instances)))

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from serving.errors import ExecutionError, QueueFull, RequestTimeout, ServingError
-from serving.metrics import ServingMetrics
+from zoo.serving.errors import ExecutionError, QueueFull, RequestTimeout, ServingError
+from zoo.serving.metrics import ServingMetrics
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,14 @@ def default_instances(device: str = "cpu") -> int:
     instance keeps several threads, cores // instances); 1 on a GPU (one device, one stream)."""
     if not str(device).startswith("cpu"):
         return 1
-    from export.runtime import available_cpus
+    from zoo.export.runtime import available_cpus
 
     return max(1, min(available_cpus(), MAX_DEFAULT_INSTANCES))
 
 
 def threads_per_instance(instances: int) -> int:
     """Each instance's share of the cores this process may use (intra-op threads of its runner)."""
-    from export.runtime import available_cpus
+    from zoo.export.runtime import available_cpus
 
     return max(1, available_cpus() // max(1, instances))
 

@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from serving.errors import PayloadTooLarge, ServingError
 from zoo.imageio import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS
+from zoo.serving.errors import PayloadTooLarge, ServingError
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 

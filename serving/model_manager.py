@@ -5,7 +5,7 @@ Driven by the registry: every registered model (or the ones named) is loaded thr
 model that fails to load is reported on its own ready endpoint while the others serve.
 
 Each loaded model is an Open Inference Protocol model under its own name (the pipeline:
-typed inputs in, result out; `serving.oip_pipeline`), and each of its graphs one more,
+typed inputs in, result out; `zoo.serving.oip_pipeline`), and each of its graphs one more,
 named after the graph (`v2_model_name`), with its own `GraphBatcher`. The batcher is also
 installed as the pipeline's runner for that graph, so REST and pipeline-level v2
 predictions (preprocess -> graph -> postprocess in a worker thread) batch together with
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from serving.batching import BatchingConfig, GraphBatcher, is_batchable
-from serving.errors import ExecutionError, ModelUnavailable, NotFound, QueueFull, ServingError
-from serving.metrics import ServingMetrics, failure_reason
 from zoo.registry import parse_model_list
+from zoo.serving.batching import BatchingConfig, GraphBatcher, is_batchable
+from zoo.serving.errors import ExecutionError, ModelUnavailable, NotFound, QueueFull, ServingError
+from zoo.serving.metrics import ServingMetrics, failure_reason
 
 if TYPE_CHECKING:
     from zoo.pipeline import GraphSpec, Pipeline
@@ -56,7 +56,7 @@ _running = threading.local()
 
 def _raise_if_cancelled(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
-        from serving.errors import RequestTimeout
+        from zoo.serving.errors import RequestTimeout
 
         raise RequestTimeout("prediction cancelled: its request timed out or went away")
 
@@ -263,7 +263,7 @@ class ModelManager:
             per_model = self.export_dir / entry.name
             options["export_dir"] = per_model if per_model.is_dir() else self.export_dir
         if self.batching.instances > 1 and self.backend in ("onnxruntime", "openvino"):
-            from serving.batching import threads_per_instance
+            from zoo.serving.batching import threads_per_instance
 
             options["threads"] = threads_per_instance(self.batching.instances)  # instances share the cores, as Triton's CPU instances do
         weights = "random" if self.random_weights else None
@@ -376,8 +376,8 @@ class ModelManager:
 
     async def predict(self, entry: ModelEntry, value: Any, options: dict[str, Any], timeout_s: float | None = None) -> Any:
         """pipeline.predict(value, **options) in a worker thread, its graphs batched, within the timeout."""
-        from serving.errors import BadRequest, RequestTimeout
         from zoo.imageio import ImageDecodeError
+        from zoo.serving.errors import BadRequest, RequestTimeout
 
         self.bind_loop()
         limit = self.batching.queue_size + self.batching.max_batch_size

@@ -17,14 +17,14 @@ Triton's binary tensor data extension (docs/protocol/extension_binary_data.md):
 Two kinds of v2 model, under names that never collide:
 - a pipeline model per served zoo model, under the model's own name (`/v2/models/docdiff`):
   the card's typed inputs and options in, the result's JSON (and its images) out; see
-  `serving.oip_pipeline`.
+  `zoo.serving.oip_pipeline`.
 - a graph model per exportable graph, under the graph's own name, as in the Triton model
   repository `zoo export --format triton` writes (`/v2/models/coarse`); its inputs and
   outputs are the graph's `TensorSpec`s, checked strictly (names, datatypes, shapes) with
   400 answers that name the problem. A graph whose name is taken, because it equals a served
   model's name (EfficientAD's graph "efficientad") or another model has a graph of that
   name, is served as `model.graph` (`/v2/models/efficientad.efficientad`); `model.graph`
-  works as an alias for every graph. See `serving.model_manager.v2_model_name`.
+  works as an alias for every graph. See `zoo.serving.model_manager.v2_model_name`.
 BYTES tensors use Triton's layout: in binary, each element is a 4-byte little-endian length
 and its bytes; in JSON, a string.
 """
@@ -44,13 +44,13 @@ import torch
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from serving.errors import BadRequest, NotFound, ServingError
-from serving.limits import Limits, decompress_body
-from serving.metrics import failure_reason
+from zoo.serving.errors import BadRequest, NotFound, ServingError
+from zoo.serving.limits import Limits, decompress_body
+from zoo.serving.metrics import failure_reason
 
 if TYPE_CHECKING:
-    from serving.model_manager import GraphEndpoint, ModelManager
     from zoo.pipeline import TensorSpec
+    from zoo.serving.model_manager import GraphEndpoint, ModelManager
 
 # Triton datatype <-> numpy. BYTES (strings) and BF16 have no graph that uses them here.
 TRITON_TO_NUMPY: dict[str, np.dtype] = {
@@ -446,7 +446,7 @@ def model_config(endpoint: GraphEndpoint, backend: str, manager: ModelManager) -
 
 # -- routes --------------------------------------------------------------------------------
 def build_router(manager: ModelManager, limits: Limits, server_name: str, server_version: str) -> APIRouter:
-    from serving import oip_pipeline
+    from zoo.serving import oip_pipeline
 
     router = APIRouter(tags=["Open Inference Protocol v2"])
     metrics = manager.metrics

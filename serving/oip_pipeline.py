@@ -42,9 +42,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from serving.errors import BadRequest, PayloadTooLarge, ServingError
-from serving.limits import Limits
-from serving.oip import (
+from zoo.results import RESULT_TYPES, include_kwargs, json_includes
+from zoo.serving.errors import BadRequest, PayloadTooLarge, ServingError
+from zoo.serving.limits import Limits
+from zoo.serving.oip import (
     MODEL_VERSION,
     TRITON_TO_NUMPY,
     RequestedOutput,
@@ -54,7 +55,6 @@ from serving.oip import (
     request_timeout,
     requested_outputs,
 )
-from zoo.results import RESULT_TYPES, include_kwargs, json_includes
 
 if TYPE_CHECKING:
     from zoo.registry import InputSpec, ModelCard, OptionSpec

@@ -38,16 +38,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile
 
-from serving.errors import BadRequest, PayloadTooLarge, ServingError
-from serving.limits import Limits
-from serving.metrics import failure_reason
-from serving.oip import json_safe
 from zoo.registry import InputSpec, parse_bool
 from zoo.results import RESULT_TYPES, include_kwargs, json_includes
+from zoo.serving.errors import BadRequest, PayloadTooLarge, ServingError
+from zoo.serving.limits import Limits
+from zoo.serving.metrics import failure_reason
+from zoo.serving.oip import json_safe
 
 if TYPE_CHECKING:
-    from serving.model_manager import ModelEntry, ModelManager
     from zoo.registry import ModelCard, OptionSpec
+    from zoo.serving.model_manager import ModelEntry, ModelManager
 
 CONTROL_FIELDS = ("overlay", "format", "include")
 _JSON_KINDS = {

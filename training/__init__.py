@@ -6,11 +6,11 @@ checkpoints with exact resume, Ctrl-C and NaN safety, torchrun DDP, progress bar
 `log.jsonl`.
 """
 
-from training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
-from training.data import ResumableBatchSampler
-from training.ema import EMA
-from training.optim import build_optimizer, build_scheduler, lr_multiplier
-from training.trainer import NonFiniteLossError, RunExistsError, Trainer, TrainResult
+from zoo.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
+from zoo.training.data import ResumableBatchSampler
+from zoo.training.ema import EMA
+from zoo.training.optim import build_optimizer, build_scheduler, lr_multiplier
+from zoo.training.trainer import NonFiniteLossError, RunExistsError, Trainer, TrainResult
 
 __all__ = [
     "EMA",

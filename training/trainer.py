@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from training.checkpoint import (
+from zoo.trainable import TrainTask
+from zoo.training.checkpoint import (
     CHECKPOINT_DIR,
     capture_rng,
     latest_checkpoint,
@@ -52,12 +53,11 @@ from training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from training.data import ResumableBatchSampler, derive_seed, move_to_device, setup_loader, train_loader
-from training.distributed import DistContext, wrap_ddp
-from training.ema import EMA
-from training.optim import build_optimizer, build_scheduler, check_config, clip_gradients
-from training.progress import JsonlLog, Progress
-from zoo.trainable import TrainTask
+from zoo.training.data import ResumableBatchSampler, derive_seed, move_to_device, setup_loader, train_loader
+from zoo.training.distributed import DistContext, wrap_ddp
+from zoo.training.ema import EMA
+from zoo.training.optim import build_optimizer, build_scheduler, check_config, clip_gradients
+from zoo.training.progress import JsonlLog, Progress
 
 CHECKPOINT_FORMAT = 1
 Callback = Callable[["Trainer", int, dict[str, float]], None]

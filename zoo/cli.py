@@ -136,9 +136,9 @@ def train_command(
     """Train or fine-tune a model with the paper's losses; writes OUT/model.safetensors, model.json, log.jsonl, checkpoints/."""
     import torch
 
-    from training import NonFiniteLossError, RunExistsError, Trainer
-    from training.distributed import DistContext
     from zoo.registry import create_model
+    from zoo.training import NonFiniteLossError, RunExistsError, Trainer
+    from zoo.training.distributed import DistContext
     from zoo.weights import WeightsError, save_weights
 
     card = _card_or_fail(name)
@@ -370,7 +370,7 @@ def export_command(
     as_json: bool = typer.Option(False, "--json", help="Print export.json on stdout."),
 ) -> None:
     """Export a model's graphs, check them against PyTorch, write OUT/export.json with the figures."""
-    from export import FORMATS, ExportError, ParityError, export_model, summary_lines
+    from zoo.export import FORMATS, ExportError, ParityError, export_model, summary_lines
     from zoo.weights import WeightsError
 
     _card_or_fail(name)
@@ -418,10 +418,10 @@ def serve_command(
     random_weights: bool = typer.Option(False, "--random-weights", help="Serve every model with random initialisation (a variant without bundled weights is refused otherwise)."),
 ) -> None:
     """Serve every model over HTTP: Open Inference Protocol v2 (tritonclient works), REST, /metrics, the demo at /demo."""
-    from serving import BatchingConfig, Limits, ServeOptions, serve
+    from zoo.serving import BatchingConfig, Limits, ServeOptions, serve
 
     try:
-        from serving.batching import default_instances
+        from zoo.serving.batching import default_instances
 
         batching = BatchingConfig(max_batch_size=max_batch_size, max_queue_delay_s=max_queue_delay_ms / 1000.0, queue_size=queue_size, timeout_s=timeout_s,
                                   instances=instances if instances is not None else default_instances(device))
@@ -430,7 +430,7 @@ def serve_command(
         _fail(str(err))
     demo_factory = None
     if not no_demo:
-        from demos import build_demo
+        from zoo.demos import build_demo
 
         def demo_factory(manager):  # noqa: ANN001 - the server hands over its loaded models
             return build_demo(list(manager.entries), get_pipeline=manager.pipeline)
@@ -456,7 +456,7 @@ def demo_command(
     random_weights: bool = typer.Option(False, "--random-weights", help="Every model with random initialisation (a variant without bundled weights is refused otherwise)."),
 ) -> None:
     """Run the Gradio demo alone: a tab per model, bundled demo weights and examples."""
-    from demos import launch_demo
+    from zoo.demos import launch_demo
 
     typer.echo(f"zoo demo: http://{host}:{port}/")
     try:
@@ -502,13 +502,13 @@ def bench_command(
     device: str | None = typer.Option(None, "--device", help="gpu and serving suites: cuda or cpu."),
 ) -> None:
     """Benchmarks that print ratios measured side by side in one run; JSON under bench/results/."""
-    from bench import SUITES, render, run_suite
-    from bench.common import RESULTS_DIR
+    from zoo.bench import SUITES, render, run_suite
+    from zoo.bench.common import RESULTS_DIR
 
     if suite not in SUITES:
         _fail(f"unknown suite {suite!r}; suites: {', '.join(SUITES)}")
     if suite == "reference":
-        from bench.reference import AnomalibMissing, anomalib_model_class
+        from zoo.bench.reference import AnomalibMissing, anomalib_model_class
 
         try:
             anomalib_model_class()
@@ -521,7 +521,7 @@ def bench_command(
     except (KeyError, ValueError, RuntimeError) as err:
         _fail(str(err))
     if as_json:
-        from bench.common import finite
+        from zoo.bench.common import finite
 
         _emit_json(finite(document))
     else:

@@ -1,12 +1,12 @@
-"""bench.ablation: an arm trains through the card's stage with its config overrides applied, a
+"""zoo.bench.ablation: an arm trains through the card's stage with its config overrides applied, a
 finished run can stand in for an arm, and the suites name arms the registry can build."""
 
 import json
 
 import pytest
 
-from bench import ablation
 from zoo import registry
+from zoo.bench import ablation
 
 # a handful of tiny procedural scenes, so one arm trains in seconds
 TINY = {"train_images": "4", "val_images": "2", "batch_size": "2", "log_every": "1", "eval_batch_size": "2"}

@@ -1,4 +1,4 @@
-"""bench.common: statistics, interleaved timing, the results file; bench.flops' counter."""
+"""zoo.bench.common: statistics, interleaved timing, the results file; zoo.bench.flops' counter."""
 
 import json
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from bench import common
-from bench.flops import module_flops
+from zoo.bench import common
+from zoo.bench.flops import module_flops
 
 
 def test_percentile_matches_linear_interpolation():

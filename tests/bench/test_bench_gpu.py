@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from bench import gpu
+from zoo.bench import gpu
 
 REPO = Path(__file__).resolve().parents[2]
 

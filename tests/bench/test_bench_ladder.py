@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-import export.quantize as quantize
-from bench import ladder
+import zoo.export.quantize as quantize
+from zoo.bench import ladder
 
 
 def test_ladder_quick_on_efficientad_micro(monkeypatch, tmp_path):

@@ -1,8 +1,8 @@
-"""bench.lct: the ablation adds one technique per arm, and the tail statistics mean what they say."""
+"""zoo.bench.lct: the ablation adds one technique per arm, and the tail statistics mean what they say."""
 
 import numpy as np
 
-from bench.lct import ICT, _mean_std, _tail_stats, arms, summarise
+from zoo.bench.lct import ICT, _mean_std, _tail_stats, arms, summarise
 
 
 def test_each_arm_adds_one_technique():

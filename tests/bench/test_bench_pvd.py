@@ -1,10 +1,10 @@
-"""bench.pvd helpers: the loss-variation figure by hand, the arms the ablation trains, mean and spread."""
+"""zoo.bench.pvd helpers: the loss-variation figure by hand, the arms the ablation trains, mean and spread."""
 
 import json
 
 import pytest
 
-from bench.pvd import _mean_std, arms, loss_variation
+from zoo.bench.pvd import _mean_std, arms, loss_variation
 
 
 def test_loss_variation_over_the_second_half(tmp_path):

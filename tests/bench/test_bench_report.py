@@ -1,12 +1,12 @@
-"""bench.report: the performance table of docs/benchmarks.md from results files; `zoo bench report`."""
+"""zoo.bench.report: the performance table of docs/benchmarks.md from results files; `zoo bench report`."""
 
 import json
 from pathlib import Path
 
 from typer.testing import CliRunner
 
-from bench import report
-from bench.common import write_document
+from zoo.bench import report
+from zoo.bench.common import write_document
 from zoo.cli import app
 
 
@@ -97,7 +97,7 @@ def test_cli_bench_report_json(tmp_path):
 
 def test_project_page_names_results_from_the_repository_root(tmp_path):
     """The real page: results under bench/results/ are named `bench/results/NAME.json` (repository root)."""
-    from bench.common import RESULTS_DIR
+    from zoo.bench.common import RESULTS_DIR
 
     page = tmp_path / "benchmarks.md"
     page.write_text(f"{report.START}\n{report.END}\n")

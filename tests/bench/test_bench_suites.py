@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bench import flops, latency, serving
+from zoo.bench import flops, latency, serving
 
 
 def test_latency_quick_micro_eager_vs_onnxruntime(tmp_path):
@@ -69,7 +69,7 @@ def test_flops_of_efficientad_s_on_meta_match_hand_count():
 
 def test_reference_quick_same_maps_as_anomalib():
     pytest.importorskip("anomalib")
-    from bench import reference
+    from zoo.bench import reference
 
     document = reference.run(quick=True, onnxruntime=False, out_channels=16, infer_reps=(2, 2), train_reps=(1, 1))
     entry = document["results"][0]
@@ -84,7 +84,7 @@ def test_reference_quick_same_maps_as_anomalib():
 def test_reference_says_how_to_install_anomalib(monkeypatch):
     import sys
 
-    from bench import reference
+    from zoo.bench import reference
 
     monkeypatch.setitem(sys.modules, "anomalib", None)  # import anomalib -> ImportError
     monkeypatch.setitem(sys.modules, "anomalib.models.image.efficient_ad.torch_model", None)
@@ -104,7 +104,7 @@ def test_serving_quick_two_servers_on_loopback(tmp_path):
 
 
 def test_loadgen_refuses_other_hosts():
-    from bench.loadgen import run_load
+    from zoo.bench.loadgen import run_load
 
     with pytest.raises(ValueError, match="loopback"):
         run_load("http://10.0.0.1:80", "m", b"", 0, 1, 1, 1.0)

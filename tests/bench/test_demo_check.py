@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from bench.demo_check import check_anomaly, check_card, check_detections, check_ranking, check_restoration, check_segments
-from bench.examples import expect_path
+from zoo.bench.demo_check import check_anomaly, check_card, check_detections, check_ranking, check_restoration, check_segments
+from zoo.bench.examples import expect_path
 from zoo.registry import get_card, list_models
 from zoo.results import AnomalyResult, Detections, Segmentation
 

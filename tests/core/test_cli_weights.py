@@ -35,8 +35,7 @@ def test_serve_refuses_a_named_variant_without_weights(toy_model, monkeypatch):
 
 
 def test_demo_takes_random_weights(toy_model, monkeypatch):
-    import demos
-
+    from zoo import demos
     calls = []
     monkeypatch.setattr(demos, "launch_demo", lambda **kwargs: calls.append(kwargs))
     assert runner.invoke(app, ["demo", "--models", "toy-anomaly", "--random-weights"]).exit_code == 0

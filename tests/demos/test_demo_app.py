@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from serving_support import BROKEN, FAKE, live, png_bytes, real_model_names
 
-from demos.app import api_name, build_demo
+from zoo.demos.app import api_name, build_demo
 from zoo.registry import create_model
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -68,7 +68,7 @@ def test_errors_are_shown_not_fatal(standalone, image_path):
 
 
 def test_mounted_on_the_server_shares_its_models(fakes, image_path):
-    from serving import create_app
+    from zoo.serving import create_app
 
     app = create_app([FAKE], demo=lambda manager: build_demo(list(manager.entries), get_pipeline=manager.pipeline), random_weights=True)
     with live(app) as server:
@@ -94,7 +94,7 @@ def test_every_registered_model_gets_a_tab():
 def test_mounted_demo_needs_the_key_when_one_is_set(fakes, image_path):
     import httpx
 
-    from serving import create_app
+    from zoo.serving import create_app
 
     app = create_app([FAKE], api_key="k3y", demo=lambda manager: build_demo(list(manager.entries), get_pipeline=manager.pipeline), random_weights=True)
     with live(app) as server:
@@ -109,7 +109,7 @@ def test_mounted_demo_needs_the_key_when_one_is_set(fakes, image_path):
 def test_bundled_examples_bring_their_text():
     """An image example with a STEM.txt beside it fills the card's text input too (PVD's expression),
     so clicking the example and Run works."""
-    from demos.app import _example_rows
+    from zoo.demos.app import _example_rows
     from zoo.registry import get_card
 
     card = get_card("pvd")

@@ -14,12 +14,12 @@ import pytest
 from PIL import Image
 from serving_support import FAKE, live
 
-from demos.app import build_demo
+from zoo.demos.app import build_demo
 
 
 @pytest.fixture(scope="module")
 def server(fakes) -> Iterator[Any]:
-    from serving import create_app
+    from zoo.serving import create_app
 
     app = create_app([FAKE], demo=lambda manager: build_demo(list(manager.entries), get_pipeline=manager.pipeline), random_weights=True)
     with live(app) as running:

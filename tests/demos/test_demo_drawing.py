@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demos.app import _captioned_images, _picture, captioned_sheet, panel_json
+from zoo.demos.app import _captioned_images, _picture, captioned_sheet, panel_json
 from zoo.results import PALETTE, Detections, ImageResult, Segmentation, label_text_size
 
 GREY = np.full((128, 128, 3), 120, np.uint8)

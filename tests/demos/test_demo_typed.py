@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
 from serving_support import png_bytes  # noqa: E402
 from typed_toys import EDITOR, GENERATOR, toy_generate  # noqa: E402
 
-from demos.app import UNSET, api_name, build_demo, captioned_sheet  # noqa: E402
+from zoo.demos.app import UNSET, api_name, build_demo, captioned_sheet  # noqa: E402
 from zoo.registry import create_model  # noqa: E402
 
 gradio_client = pytest.importorskip("gradio_client")

@@ -44,8 +44,8 @@ class Exports:
         """(export dir, manifest, weights path)."""
         key = (name, fmt)
         if key not in self.cache:
-            from export.fp16 import export_onnx_fp16
-            from export.onnx import export_onnx
+            from zoo.export.fp16 import export_onnx_fp16
+            from zoo.export.onnx import export_onnx
 
             weights = self.weights(name)
             pipeline = registry.create_model(name, "micro", weights=weights)

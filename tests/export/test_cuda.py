@@ -7,9 +7,9 @@ import pytest
 import torch
 import toys
 
-from export.common import ExportError
-from export.cuda import AutocastRunner, ShapeCache, attach_torch_cuda
 from zoo import registry
+from zoo.export.common import ExportError
+from zoo.export.cuda import AutocastRunner, ShapeCache, attach_torch_cuda
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU; none on this machine")
 

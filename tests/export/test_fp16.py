@@ -8,9 +8,9 @@ import onnx
 import pytest
 import toys
 
-from export.fp16 import auroc, defect_batch
-from export.onnx import parity_message
 from zoo import registry
+from zoo.export.fp16 import auroc, defect_batch
+from zoo.export.onnx import parity_message
 
 NAMES = toys.all_names()
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import toys
 
-from export.common import FP32_TOLERANCE, ParityError, Tolerance, check_dims, compare, example_dims, read_manifest
-from export.onnx import check_parity, export_onnx, parity_message
 from zoo import registry
+from zoo.export.common import FP32_TOLERANCE, ParityError, Tolerance, check_dims, compare, example_dims, read_manifest
+from zoo.export.onnx import check_parity, export_onnx, parity_message
 from zoo.pipeline import GraphSpec, TensorSpec
 
 NAMES = toys.all_names()
@@ -107,7 +107,7 @@ def test_compare_figures():
 def test_parity_failure_is_reported(tmp_path):
     """A graph that is exported fine but wrong (perturbed weights stand in for a bad
     exporter): check_parity fails with figures that name the output and sizes."""
-    from export.onnx import export_graph
+    from zoo.export.onnx import export_graph
 
     pipeline = registry.create_model(toys.FIXED, "micro", weights="random")
     spec = pipeline.graph("detector")

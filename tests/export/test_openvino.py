@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import toys
 
-from export import LADDER, export_model, summary_lines
-from export.common import FP32_TOLERANCE, ExportError, compare
-from export.openvino import OpenVinoRunner, bf16_unsupported_reason, compile_config, export_openvino
 from zoo import registry
+from zoo.export import LADDER, export_model, summary_lines
+from zoo.export.common import FP32_TOLERANCE, ExportError, compare
+from zoo.export.openvino import OpenVinoRunner, bf16_unsupported_reason, compile_config, export_openvino
 
 NAMES = toys.all_names()
 
@@ -36,7 +36,7 @@ def test_every_model_openvino_fp32_matches_torch(name, exports):
 
 
 def test_entry_point_and_ladder():
-    assert registry.available_backends()["openvino"].value == "export.openvino:attach_openvino"
+    assert registry.available_backends()["openvino"].value == "zoo.export.openvino:attach_openvino"
     assert LADDER["openvino-int8"] == ("openvino", "int8") and LADDER["onnx-int8"] == ("onnxruntime", "int8")
     config = compile_config("f32", threads=1)
     # fp32 pinned: OpenVINO's CPU plugin would pick bf16 by itself on CPUs that have it
@@ -93,8 +93,8 @@ def test_bf16_where_the_cpu_has_it(exports, tmp_path):
 
 def test_an_ir_openvino_cannot_compile_is_refused_with_its_message(exports, tmp_path, monkeypatch):
     """An IR OpenVINO cannot compile (seen: ViDT's NNCF int8 IR) is refused with OpenVINO's message in the manifest."""
-    import export.openvino as ov
-    from export.common import ParityError
+    import zoo.export.openvino as ov
+    from zoo.export.common import ParityError
 
     real = ov.compile_model
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 import toys
 
-from export import export_model
-from export.common import ParityError
-from export.quantize import TASK_TOLERANCES, calibration_inputs, family_data, judge
 from zoo import registry
+from zoo.export import export_model
+from zoo.export.common import ParityError
+from zoo.export.quantize import TASK_TOLERANCES, calibration_inputs, family_data, judge
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,8 @@ def test_refused_beyond_the_declared_tolerance(monkeypatch, tmp_path, exports):
 
 def test_iterative_graph_stays_fp32():
     """A sampler's step graph (called several times a prediction) is not quantised, and says why."""
-    from export.onnx import reference_outputs
-    from export.quantize import iterative_reason
+    from zoo.export.onnx import reference_outputs
+    from zoo.export.quantize import iterative_reason
 
     pipeline = registry.create_model("pvd", "micro")  # image + referring expression; a DDIM loop over `denoise`
     calibration = calibration_inputs(pipeline, size=2)

@@ -13,10 +13,10 @@ import torch
 import toys
 from registry_inputs import example_inputs
 
-from export.common import FP32_TOLERANCE, ExportError, compare, dims_from_inputs
-from export.fp16 import fp16_tolerance
-from export.runtime import OnnxRuntimeRunner, available_cpus, session_options
 from zoo import registry
+from zoo.export.common import FP32_TOLERANCE, ExportError, compare, dims_from_inputs
+from zoo.export.fp16 import fp16_tolerance
+from zoo.export.runtime import OnnxRuntimeRunner, available_cpus, session_options
 
 NAMES = toys.all_names()
 
@@ -89,8 +89,8 @@ def test_python_loop_over_onnx_graphs(exports):
 
 def test_entry_points_registered():
     backends = registry.available_backends()
-    assert backends["onnxruntime"].value == "export.runtime:attach_onnxruntime"
-    assert backends["tensorrt"].value == "export.tensorrt:attach_tensorrt"
+    assert backends["onnxruntime"].value == "zoo.export.runtime:attach_onnxruntime"
+    assert backends["tensorrt"].value == "zoo.export.tensorrt:attach_tensorrt"
 
 
 def test_refuses_other_weights(exports):

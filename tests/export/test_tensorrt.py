@@ -11,9 +11,9 @@ import torch
 import toys
 from typer.testing import CliRunner
 
-from export import tensorrt as trt_mod
-from export.tensorrt import TensorRTUnavailable, build_engine, profile_shapes, require_tensorrt
 from zoo import registry
+from zoo.export import tensorrt as trt_mod
+from zoo.export.tensorrt import TensorRTUnavailable, build_engine, profile_shapes, require_tensorrt
 
 
 def _real_tensorrt_usable() -> bool:

@@ -9,9 +9,9 @@ import torch
 import toys
 from google.protobuf import text_format
 
-from export.common import ExportError
-from export.triton import config_text, model_config_pb2, parse_config, repository_from_export, validate_config
 from zoo import registry
+from zoo.export.common import ExportError
+from zoo.export.triton import config_text, model_config_pb2, parse_config, repository_from_export, validate_config
 
 NAMES = toys.all_names()
 

@@ -115,7 +115,7 @@ def test_micro_task_trains_on_its_task(tmp_path):
 
 
 def test_bench_pages_task_filter():
-    from bench.docdiff_quality import _pages
+    from zoo.bench.docdiff_quality import _pages
 
     degraded, clean, tasks = _pages(123, 3, 64, task="seal")
     assert tasks == ["seal"] * 3 and len(degraded) == len(clean) == 3

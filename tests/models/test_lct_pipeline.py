@@ -69,7 +69,7 @@ def test_steps_change_the_sample(micro):
 @pytest.mark.slow
 def test_generation_over_onnxruntime_matches_torch(micro, tmp_path):
     """The sampling loop over exported graphs: same seed, same image within one uint8 level."""
-    from export.onnx import export_onnx
+    from zoo.export.onnx import export_onnx
 
     manifest = export_onnx(micro, tmp_path, exporter="torchscript")
     assert {"denoise", "decode", "encode"} <= set(manifest["graphs"])
@@ -119,7 +119,7 @@ def _vae_folder(source, tmp_path):
 
 def test_training_stage_runs_and_scores_samples(tmp_path):
     """`zoo train lct` in-process: images -> frozen codec -> sLCT step; finalize reports FID etc."""
-    from training.trainer import Trainer
+    from zoo.training.trainer import Trainer
 
     card = registry.get_card("lct")
     stage = card.train_stages["consistency"]
@@ -148,8 +148,8 @@ def test_training_memory_estimate():
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
-    from training.trainer import enable_checkpointing
     from zoo.models.lct.model import build_model, preset_config
+    from zoo.training.trainer import enable_checkpointing
 
     for preset in ("micro", "micro-dit"):
         torch.manual_seed(0)

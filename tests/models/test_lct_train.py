@@ -9,11 +9,11 @@ import pytest
 import torch
 from training_loops import fit_one_batch
 
-from training.optim import build_optimizer
-from training.trainer import Trainer
 from zoo.diffusion.consistency import adaptive_c, ict_c
 from zoo.models.lct.model import build_model, preset_config
 from zoo.models.lct.train import LCTTrainable, LCTTrainConfig, build_task
+from zoo.training.optim import build_optimizer
+from zoo.training.trainer import Trainer
 
 
 def _micro(seed=0, **overrides):

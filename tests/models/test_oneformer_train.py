@@ -124,7 +124,7 @@ def test_contrastive_off_and_single_task(shapes):
 def test_through_the_shared_loop(shapes, tmp_path):
     import json
 
-    from training import Trainer
+    from zoo.training import Trainer
 
     config = OneFormerTrainConfig(**FAST, steps=3, log_every=1, ckpt_every=100)
     task = build_task(_micro(), "synthetic", config, seed=0, workdir=shapes)

@@ -56,7 +56,7 @@ def test_rest_answers_400_naming_the_expression():
     from fastapi.testclient import TestClient
     from PIL import Image
 
-    from serving import create_app
+    from zoo.serving import create_app
 
     buf = io.BytesIO()
     Image.fromarray(_image()).save(buf, format="PNG")

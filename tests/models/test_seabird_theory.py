@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from bench.seabird import _dice_gradients, closed_form, monte_carlo
+from zoo.bench.seabird import _dice_gradients, closed_form, monte_carlo
 
 
 def test_dice_gradient_is_sign_over_length_inside_and_zero_outside():

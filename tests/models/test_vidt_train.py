@@ -76,7 +76,7 @@ def test_label_modes():
 
 
 def test_short_run_loss_falls(tmp_path):
-    from training import Trainer
+    from zoo.training import Trainer
 
     config = ViDTTrainConfig(steps=20, batch_size=4, lr=2e-4, backbone_lr=2e-4, schedule="constant", log_every=1,
                              ckpt_every=1000, train_images=2, val_images=2, eval_batch_size=2)

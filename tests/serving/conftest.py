@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving_support import BROKEN, FAKE, MAX_BODY, MAX_PIXELS, fakes, live  # noqa: E402,F401 - fakes is a fixture
 
-from serving import BatchingConfig, Limits, create_app  # noqa: E402
+from zoo.serving import BatchingConfig, Limits, create_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

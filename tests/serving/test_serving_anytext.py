@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from serving_support import http, live
 
-from serving import BatchingConfig, create_app
 from zoo.registry import create_model
+from zoo.serving import BatchingConfig, create_app
 
 BAD = [
     ({"prompt": 'a sign that reads "ABCDEFGHIJK"'}, "at most 8"),

@@ -8,8 +8,8 @@ import pytest
 import tritonclient.http as triton
 from serving_support import BROKEN, FAKE, FAKE_GRAPH, expected_outputs, http, live, png_bytes
 
-from serving import create_app
 from zoo.registry import create_model
+from zoo.serving import create_app
 
 pytest.importorskip("onnxruntime")
 
@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 @pytest.fixture(scope="module")
 def export_root(fakes, tmp_path_factory):
     """DIR/NAME/ as `zoo export NAME --out DIR/NAME` writes it."""
-    from export.onnx import export_onnx
+    from zoo.export.onnx import export_onnx
 
     root = tmp_path_factory.mktemp("exports")
     export_onnx(create_model(FAKE, weights="random"), root / FAKE, exporter="torchscript")
@@ -25,7 +25,7 @@ def export_root(fakes, tmp_path_factory):
 
 
 def test_onnxruntime_backend_serves_exported_graphs(export_root):
-    from export.runtime import OnnxRuntimeRunner
+    from zoo.export.runtime import OnnxRuntimeRunner
 
     app = create_app([FAKE, BROKEN], backend="onnxruntime", export_dir=export_root, random_weights=True)
     x = np.random.default_rng(2).random((2, 3, 8, 8), dtype=np.float32)

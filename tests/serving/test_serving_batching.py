@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from serving_support import FAKE, FAKE_GRAPH, expected_outputs, http, live, metric_sample, png_bytes
 
-from serving import BatchingConfig, create_app
-from serving.batching import GraphBatcher, is_batchable
-from serving.errors import ExecutionError, QueueFull, RequestTimeout
+from zoo.serving import BatchingConfig, create_app
+from zoo.serving.batching import GraphBatcher, is_batchable
+from zoo.serving.errors import ExecutionError, QueueFull, RequestTimeout
 
 
 class Recorder:

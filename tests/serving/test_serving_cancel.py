@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from serving_support import FAKE, http, live, png_bytes
 
-from serving import BatchingConfig, create_app
+from zoo.serving import BatchingConfig, create_app
 
 
 def test_timed_out_prediction_stops_at_its_next_graph_call(fakes, monkeypatch):
@@ -45,8 +45,8 @@ def test_timed_out_prediction_stops_at_its_next_graph_call(fakes, monkeypatch):
 def test_queued_graph_call_of_a_cancelled_prediction_is_dropped():
     import asyncio
 
-    from serving.batching import GraphBatcher
-    from serving.errors import RequestTimeout
+    from zoo.serving.batching import GraphBatcher
+    from zoo.serving.errors import RequestTimeout
 
     ran: list[int] = []
 

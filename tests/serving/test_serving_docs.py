@@ -9,7 +9,7 @@ from urllib.parse import urljoin, urlparse
 import pytest
 from serving_support import FAKE, http, live
 
-from serving import create_app
+from zoo.serving import create_app
 
 
 class _Links(HTMLParser):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from serving_support import FAKE, http, live, png_bytes
 
-from serving import Limits, create_app
+from zoo.serving import Limits, create_app
 
 SECRET = "/srv/zoo/private/weights.bin is corrupt"
 
@@ -26,7 +26,7 @@ def app(fakes):
 
 
 def test_unhandled_error_answers_with_an_id_only(app, caplog):
-    with caplog.at_level(logging.ERROR, logger="serving.app"), live(app) as server, http(server.url) as h:
+    with caplog.at_level(logging.ERROR, logger="zoo.serving.app"), live(app) as server, http(server.url) as h:
         answer = h.get("/boom")
         assert answer.status_code == 500
         request_id = answer.headers["x-request-id"]
@@ -39,7 +39,7 @@ def test_unhandled_error_answers_with_an_id_only(app, caplog):
 
 
 def test_failing_prediction_hides_the_exception(app, caplog, monkeypatch):
-    with caplog.at_level(logging.ERROR, logger="serving.app"), live(app) as server, http(server.url) as h:
+    with caplog.at_level(logging.ERROR, logger="zoo.serving.app"), live(app) as server, http(server.url) as h:
         pipeline = app.state.manager.entries[FAKE].pipeline
 
         def broken(*args, **kwargs):
@@ -74,7 +74,7 @@ def test_every_response_carries_a_request_id(app):
 def test_huge_png_header_quotes_our_pixel_limit(app):
     from PIL import Image
 
-    from serving.limits import Limits as Defaults
+    from zoo.serving.limits import Limits as Defaults
 
     png = _png_claiming(60_000, 60_000)
     with live(app) as server, http(server.url) as h:

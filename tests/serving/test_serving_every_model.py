@@ -10,8 +10,8 @@ import torch
 import tritonclient.http as triton
 from serving_support import http, live, png_bytes, real_model_names
 
-from serving import BatchingConfig, create_app
-from serving.oip import triton_dtype
+from zoo.serving import BatchingConfig, create_app
+from zoo.serving.oip import triton_dtype
 
 NAMES = real_model_names()
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from serving_support import FAKE, http, live, metric_sample, png_bytes
 
-from demos.app import api_name, build_demo
-from serving import create_app
+from zoo.demos.app import api_name, build_demo
+from zoo.serving import create_app
 
 gradio_client = pytest.importorskip("gradio_client")
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from serving_support import http, live
 
-from serving import BatchingConfig, create_app
+from zoo.serving import BatchingConfig, create_app
 
 
 @pytest.fixture(scope="module")

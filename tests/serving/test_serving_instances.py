@@ -12,9 +12,9 @@ import torch
 from serving_support import FAKE
 from typer.testing import CliRunner
 
-from serving import BatchingConfig
-from serving.batching import GraphBatcher, default_instances, threads_per_instance
 from zoo.cli import app
+from zoo.serving import BatchingConfig
+from zoo.serving.batching import GraphBatcher, default_instances, threads_per_instance
 
 
 class Slow:
@@ -99,9 +99,9 @@ def test_openvino_backend_served_with_instances(fakes, tmp_path):
     import tritonclient.http as triton
     from serving_support import FAKE_GRAPH, expected_outputs, live
 
-    from export.openvino import OpenVinoRunner, export_openvino
-    from serving import create_app
+    from zoo.export.openvino import OpenVinoRunner, export_openvino
     from zoo.registry import create_model
+    from zoo.serving import create_app
 
     export_openvino(create_model(FAKE, weights="random"), tmp_path / FAKE, exporter="torchscript")
     app = create_app([FAKE], backend="openvino", export_dir=tmp_path, random_weights=True,

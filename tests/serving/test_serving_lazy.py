@@ -9,7 +9,7 @@ import time
 from serving_support import http, live
 from typed_toys import GENERATOR
 
-from serving import create_app
+from zoo.serving import create_app
 
 
 def test_generator_loads_on_first_request(typed_toys):

@@ -9,8 +9,8 @@ import time
 import pytest
 from serving_support import FAKE, http, live
 
-from serving import create_app
-from serving.memory import MemoryReleaseMiddleware, release_memory, resident_bytes
+from zoo.serving import create_app
+from zoo.serving.memory import MemoryReleaseMiddleware, release_memory, resident_bytes
 
 MB = 1024 * 1024
 
@@ -60,9 +60,8 @@ def test_release_waits_for_idle_and_for_growth():
 
 def test_memory_freed_after_the_answer_is_released_while_idle(monkeypatch):
     """A 504 answers before its cancelled work lets go of its tensors: idle re-checks trim then."""
-    import serving.memory
-
-    monkeypatch.setattr(serving.memory, "SETTLE_S", (0.05, 0.1))
+    import zoo.serving.memory
+    monkeypatch.setattr(zoo.serving.memory, "SETTLE_S", (0.05, 0.1))
     state = {"rss": 1000 * MB, "live": 1000 * MB}
     released: list[int] = []
 
@@ -143,7 +142,7 @@ def test_batcher_lets_go_of_the_last_batch():
 
     import torch
 
-    from serving.batching import BatchingConfig, GraphBatcher
+    from zoo.serving.batching import BatchingConfig, GraphBatcher
 
     batcher = GraphBatcher("g", lambda x: (x * 2,), batchable=True, config=BatchingConfig(max_batch_size=4))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from serving_support import BROKEN, FAKE, FAKE_GRAPH, http, live, metric_sample, metric_samples, png_bytes
 
-from serving import BatchingConfig, create_app
-from serving.metrics import CONTENT_TYPE, ServingMetrics, failure_reason
+from zoo.serving import BatchingConfig, create_app
+from zoo.serving.metrics import CONTENT_TYPE, ServingMetrics, failure_reason
 
 
 def test_text_format_is_tritons():

@@ -225,9 +225,9 @@ def test_non_finite_outputs_are_valid_json(server):
 
 
 def test_result_json_has_no_bare_nan():
-    from serving.oip import json_safe
-    from serving.oip_pipeline import result_tensors
     from zoo.results import AnomalyResult
+    from zoo.serving.oip import json_safe
+    from zoo.serving.oip_pipeline import result_tensors
 
     class Card:
         name, result_type = "x", "AnomalyResult"

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from serving_support import http, live
 
-from serving import BatchingConfig, create_app
 from zoo.registry import create_model, get_card
+from zoo.serving import BatchingConfig, create_app
 
 MODELS = ("efficientad", "oneformer", "vidt-plus")
 

@@ -8,8 +8,8 @@ import tritonclient.http as triton
 from serving_support import FAKE, FAKE_GRAPH, http, live
 from tritonclient.utils import InferenceServerException
 
-from serving import create_app
-from serving.limits import check_bind, is_loopback, resolve_api_key
+from zoo.serving import create_app
+from zoo.serving.limits import check_bind, is_loopback, resolve_api_key
 
 KEY = "s3cret-key"
 

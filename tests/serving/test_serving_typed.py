@@ -17,9 +17,9 @@ from serving_support import FAKE, FAKE_GRAPH, http, live, png_bytes
 from tritonclient.utils import InferenceServerException
 from typed_toys import EDITOR, GENERATOR, TOY_CLASSES, toy_generate
 
-from serving import BatchingConfig, Limits, create_app
 from zoo.imageio import decode_image
 from zoo.registry import create_model
+from zoo.serving import BatchingConfig, Limits, create_app
 
 MAX_PIXELS = 10_000
 PICTURE = np.full((10, 12, 3), 200, np.uint8)

@@ -14,7 +14,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cli_runs import train_args  # noqa: E402
 
-import training  # noqa: E402
+from zoo import training  # noqa: E402
 from zoo.cli import app  # noqa: E402
 
 _fit = training.Trainer.fit

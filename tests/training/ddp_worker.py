@@ -10,8 +10,8 @@ import sys
 import torch
 from torch import nn
 
-from training import Trainer
 from zoo.trainable import TrainConfig, TrainTask
+from zoo.training import Trainer
 
 
 class IndexData(torch.utils.data.Dataset):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from training import ResumableBatchSampler
+from zoo.training import ResumableBatchSampler
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch import nn
 
-from training import EMA, NonFiniteLossError, ResumableBatchSampler, RunExistsError, Trainer, lr_multiplier
-from training import checkpoint as ckpt
-from training.data import train_loader
 from zoo.trainable import TrainConfig, TrainTask
+from zoo.training import EMA, NonFiniteLossError, ResumableBatchSampler, RunExistsError, Trainer, lr_multiplier
+from zoo.training import checkpoint as ckpt
+from zoo.training.data import train_loader
 
 W_TRUE = torch.tensor([[1.5, -2.0, 0.5, 3.0]])
 

@@ -43,7 +43,7 @@ TASK_TRAIN_COMMAND = ("zoo train docdiff --variant micro-{task} --steps 200 --we
 # Measured on real scans: scikit-image's `page` and `text` with the variant's task degradation (the mixed micro:
 # each task), 3 degradation seeds; PSNR to the clean scan, rapidocr CER on `page` against its reading of the clean
 # scan (bench/results/docdiff-real-cpu-2026-12-07.json).
-REAL_COMMAND = "python -m bench.docdiff_real"
+REAL_COMMAND = "python -m zoo.bench.docdiff_real"
 REAL_DATA = "scikit-image's real scans `page` and `text`, each with the variant's task degradation, 3 seeds"
 REAL_SCANS = (  # variant, PSNR input, PSNR restored, CER input, CER restored (means over the bench's rows)
     ("micro", 26.51, 26.51, 0.493, 0.546),

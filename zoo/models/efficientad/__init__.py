@@ -27,7 +27,7 @@ EXAMPLES = Path(__file__).parent / "examples"
 # The bundled demo weights come from this run, scored on trays it never saw
 # (bench/results/efficientad-quality-efficientad-micro-15k-heldout1000-*.json).
 DEMO_COMMAND = "zoo train efficientad --variant micro --steps 15000 --set category=parts --set lr=0.0002 --out runs/efficientad-micro-15k"
-HELDOUT_COMMAND = "python -m bench.efficientad_quality --run runs/efficientad-micro-15k --heldout-seed 1000"
+HELDOUT_COMMAND = "python -m zoo.bench.efficientad_quality --run runs/efficientad-micro-15k --heldout-seed 1000"
 DEMO_DATA = "204 held-out procedural parts trays (generator seed 1000: 60 good, 96 logical, 48 structural)"
 
 CARD = ModelCard(

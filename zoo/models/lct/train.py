@@ -37,7 +37,7 @@ class LCTTrainConfig(TrainConfig):
     lr: float = 1e-4
     weight_decay: float = 1e-4
     optimizer: str = "radam"
-    eps: float = 1e-4  # RAdam epsilon (read by training.optim.build_optimizer)
+    eps: float = 1e-4  # RAdam epsilon (read by zoo.training.optim.build_optimizer)
     ema_decay: float = 0.9999  # evaluation EMA (the consistency target is the live student)
     loss: str = "cauchy"  # cauchy (sLCT) | pseudo-huber (iCT)
     huber_reduction: str = "sum"  # pseudo-huber only: sum = iCT's L2 norm, mean = the authors' latent baseline

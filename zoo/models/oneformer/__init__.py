@@ -43,7 +43,7 @@ EXAMPLES = Path(__file__).parent / "examples"
 # The demo weights' run, measured by the run itself (the paper's metrics, in percent, on its held-out scenes at the
 # official object_mask_threshold 0.8), and again at 0.4 by the ablation (bench/results/ablation-oneformer-*.json).
 DEMO_COMMAND = "zoo train oneformer --variant micro --out runs/oneformer-micro"
-ABLATION_COMMAND = "python -m bench.ablation oneformer --steps 2000 --reuse joint=runs/oneformer-micro"
+ABLATION_COMMAND = "python -m zoo.bench.ablation oneformer --steps 2000 --reuse joint=runs/oneformer-micro"
 DEMO_DATA = "16 held-out procedural panoptic shapes scenes (128 x 128, seed 0, split val)"
 
 CARD = ModelCard(

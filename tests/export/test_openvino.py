@@ -13,7 +13,7 @@ import toys
 from zoo import registry
 from zoo.export import LADDER, export_model, summary_lines
 from zoo.export.common import FP32_TOLERANCE, ExportError, compare
-from zoo.export.openvino import OpenVinoRunner, bf16_unsupported_reason, compile_config, export_openvino
+from zoo.export.openvino import OpenVinoRunner, bf16_unsupported_reason, compile_config, compile_model, export_openvino
 
 NAMES = toys.all_names()
 
@@ -75,18 +75,27 @@ def test_bf16_where_the_cpu_has_it(exports, tmp_path):
         pytest.skip(reason)
     weights = exports.weights(toys.FIXED)
     pipeline = registry.create_model(toys.FIXED, "micro", weights=weights)
-    manifest = export_openvino(pipeline, tmp_path, precision="bf16", weights=weights, calibration_size=8)
+    # The toy's weights are random (AUROC near 0.5), where bf16's rounding may move AUROC by a few
+    # thousandths either side of the 0.005 tolerance: the test checks the judgement, not its verdict.
+    manifest = export_openvino(pipeline, tmp_path, precision="bf16", weights=weights, calibration_size=8, raise_on_failure=False)
     entry = manifest["graphs"]["detector"]
     assert entry["inference_precision"] == "bf16"
     metric = entry["task_metric"]
-    assert metric["metric"].startswith("image AUROC") and metric["tolerance"] == 0.005 and metric["passed"]
+    assert metric["metric"].startswith("image AUROC") and metric["tolerance"] == 0.005
     assert metric["held_out"]["samples"] == 96 and "split test" in metric["held_out"]["source"]
-    pipe = registry.create_model(toys.FIXED, "micro", weights=weights, backend="openvino", export_dir=tmp_path)
-    assert pipe._runners["detector"].precision == "bf16"
-    # bf16 differs from fp32 (it really ran in bf16) but within the recorded figures
+    drops = [figure["drop"] for figure in metric["figures"].values()]
+    assert drops and metric["passed"] == all(drop <= metric["tolerance"] for drop in drops)
+    if metric["passed"]:  # the backend serves what passed, in bf16 ...
+        served = registry.create_model(toys.FIXED, "micro", weights=weights, backend="openvino", export_dir=tmp_path)
+        assert served._runners["detector"].precision == "bf16"
+    else:  # ... and refuses what did not
+        with pytest.raises(ExportError):
+            registry.create_model(toys.FIXED, "micro", weights=weights, backend="openvino", export_dir=tmp_path)
+    # bf16 really ran: it differs from fp32, by little
     spec = pipeline.graph("detector")
+    runner = OpenVinoRunner(compile_model(tmp_path / entry["file"], "bf16"), spec, precision="bf16")
     x = spec.example_inputs({"batch": 2}, seed=5)
-    want, got = pipeline.run_graph("detector", *x), pipe.run_graph("detector", *x)
+    want, got = pipeline.run_graph("detector", *x), runner(*x)
     diff = float((want[0] - got[0]).abs().max())
     assert 0 < diff < 0.1 * float(want[0].abs().max())
 

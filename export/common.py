@@ -169,6 +169,16 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
+def raise_if_refused(manifest: dict[str, Any], fmt: str, out_dir: Path) -> None:
+    """A lower-precision export whose parity or task metric failed: ParityError naming the graphs and
+    their figures (the manifest, written before, keeps them all)."""
+    failed = [g for g, e in manifest["graphs"].items() if not e["parity"]["passed"]]
+    if failed:
+        details = "; ".join(f"{g}: {manifest['graphs'][g].get('task_metric') or manifest['graphs'][g]['parity']}" for g in failed)
+        raise ParityError(f"{fmt} refused for graphs {failed} (figures in {out_dir / 'export.json'}): {details[:2000]}",
+                          {"failed": failed, "manifest": manifest})
+
+
 def read_manifest(export_dir: str | Path) -> dict[str, Any]:
     path = Path(export_dir) / MANIFEST
     if not path.is_file():

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from zoo.export.common import FP32_TOLERANCE, ExportError, ParityError, read_manifest, write_manifest
+from zoo.export.common import FP32_TOLERANCE, ExportError, raise_if_refused, read_manifest, write_manifest
 from zoo.export.runtime import available_cpus, check_manifest
 
 if TYPE_CHECKING:
@@ -269,9 +269,5 @@ def export_openvino(
         shutil.rmtree(scratch, ignore_errors=True)
     write_manifest(out_dir, manifest)
     if raise_on_failure:
-        failed = [g for g, e in manifest["graphs"].items() if not e["parity"]["passed"]]
-        if failed:
-            details = "; ".join(f"{g}: {manifest['graphs'][g].get('task_metric') or manifest['graphs'][g]['parity']}" for g in failed)
-            raise ParityError(f"{fmt} refused for graphs {failed} (figures in {out_dir / 'export.json'}): {details[:2000]}",
-                              {"failed": failed, "manifest": manifest})
+        raise_if_refused(manifest, fmt, out_dir)
     return manifest

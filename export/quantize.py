@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from zoo.export.common import ExportError, ParityError, Tolerance, check_dims, compare, write_manifest
+from zoo.export.common import ExportError, Tolerance, check_dims, compare, raise_if_refused, write_manifest
 
 if TYPE_CHECKING:
     from zoo.pipeline import GraphSpec, Pipeline
@@ -540,11 +540,7 @@ def export_onnx_int8(
         shutil.rmtree(scratch, ignore_errors=True)
     write_manifest(out_dir, manifest)
     if raise_on_failure:
-        failed = [g for g, e in manifest["graphs"].items() if not e["parity"]["passed"]]
-        if failed:
-            details = "; ".join(f"{g}: {manifest['graphs'][g].get('task_metric') or manifest['graphs'][g]['parity']}" for g in failed)
-            raise ParityError(f"onnx-int8 refused for graphs {failed} (figures in {out_dir / 'export.json'}): {details[:2000]}",
-                              {"failed": failed, "manifest": manifest})
+        raise_if_refused(manifest, "onnx-int8", out_dir)
     return manifest
 
 

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from zoo.export.common import FP32_TOLERANCE, ExportError, raise_if_refused, read_manifest, write_manifest
-from zoo.export.runtime import available_cpus, check_manifest
+from zoo.export.common import FP32_TOLERANCE, ExportError, raise_if_refused, write_manifest
+from zoo.export.runtime import available_cpus, exported_graphs
 
 if TYPE_CHECKING:
     import openvino as ov
@@ -177,16 +177,7 @@ def attach_openvino(
         raise ExportError("the openvino backend needs export_dir= (a folder written by `zoo export NAME --format openvino --out DIR`)")
     if torch.device(device).type != "cpu":
         raise ExportError(f"the openvino backend runs on the CPU; device {device!r} is not supported")
-    export_dir = Path(export_dir)
-    manifest = read_manifest(export_dir)
-    check_manifest(pipeline, manifest, export_dir, check_weights)
-    for spec in pipeline.graph_specs():
-        entry = manifest["graphs"].get(spec.name)
-        if entry is None:
-            raise ExportError(f"{export_dir}: no exported graph {spec.name!r} (has {sorted(manifest['graphs'])})")
-        path = export_dir / entry.get("ir", entry["file"])
-        if not path.is_file():
-            raise ExportError(f"{path} missing (listed in {export_dir / 'export.json'})")
+    for spec, entry, path in exported_graphs(pipeline, Path(export_dir), check_weights, file_key="ir"):
         chosen = precision or entry.get("inference_precision", "f32")
         compiled = compile_model(path, chosen, threads)
         pipeline.set_runner(spec.name, OpenVinoRunner(compiled, spec, device, chosen))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,18 +168,25 @@ def attach_onnxruntime(
     """
     if export_dir is None:
         raise ExportError("the onnxruntime backend needs export_dir= (a folder written by `zoo export NAME --format onnx --out DIR`)")
-    export_dir = Path(export_dir)
+    for spec, _, path in exported_graphs(pipeline, Path(export_dir), check_weights):
+        session = make_session(path, device, threads)
+        pipeline.set_runner(spec.name, OnnxRuntimeRunner(session, spec, device))
+
+
+def exported_graphs(pipeline: Pipeline, export_dir: Path, check_weights: bool,
+                    file_key: str = "file") -> Iterator[tuple[GraphSpec, dict[str, Any], Path]]:
+    """(spec, manifest entry, file) of each of the pipeline's graphs in an export folder, after checking
+    the folder holds this model, variant and (check_weights) weights; a clear error for a missing graph."""
     manifest = read_manifest(export_dir)
     check_manifest(pipeline, manifest, export_dir, check_weights)
     for spec in pipeline.graph_specs():
         entry = manifest["graphs"].get(spec.name)
         if entry is None:
             raise ExportError(f"{export_dir}: no exported graph {spec.name!r} (has {sorted(manifest['graphs'])})")
-        path = export_dir / entry["file"]
+        path = export_dir / entry.get(file_key, entry["file"])
         if not path.is_file():
             raise ExportError(f"{path} missing (listed in {export_dir / 'export.json'})")
-        session = make_session(path, device, threads)
-        pipeline.set_runner(spec.name, OnnxRuntimeRunner(session, spec, device))
+        yield spec, entry, path
 
 
 def check_manifest(pipeline: Pipeline, manifest: dict[str, Any], export_dir: Path, check_weights: bool) -> None:

@@ -286,13 +286,14 @@ class _Reader:
     """onnxruntime.quantization.CalibrationDataReader over recorded inputs."""
 
     def __init__(self, names: list[str], samples: list[tuple[torch.Tensor, ...]]):
-        self.feeds = iter([{n: x.numpy() for n, x in zip(names, s)} for s in samples])
+        self.all_feeds = [{n: x.numpy() for n, x in zip(names, s)} for s in samples]
+        self.rewind()
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.feeds, None)
 
-    def rewind(self) -> None:  # not needed by MinMax
-        pass
+    def rewind(self) -> None:  # MinMax reads once; other calibration methods read the data again
+        self.feeds = iter(self.all_feeds)
 
 
 def ort_quantize(src: Path, dst: Path, spec: GraphSpec, calibration: Calibration) -> dict[str, Any]:

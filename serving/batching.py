@@ -17,8 +17,10 @@ A graph is batchable when every input and output has the same named leading dime
 Instances (Triton's `instance_group { count: N }`): up to `instances` batches of one graph run at
 once, each in its own worker thread over the same runner (ONNX Runtime and OpenVINO sessions and
 torch modules in inference mode take concurrent calls); the server gives each instance its share
-of the cores (`threads_per_instance`). A free instance takes the queue as it stands; while every
-instance is busy requests queue up, so batches still form under load.
+of the cores (`threads_per_instance`). A free instance takes its share of the queue as it stands
+(the queued rows split evenly over the free instances: four requests and two idle instances run as
+two batches of two at once, not one batch of four beside an idle core, which lost to no batching
+on a 2-core CPU); while every instance is busy requests queue up, so batches still form under load.
 """
 
 from __future__ import annotations
@@ -286,15 +288,25 @@ class GraphBatcher:
             except TimeoutError:
                 return
 
+    def _share(self) -> int:
+        """Rows this batch may take: the queue's live rows split over the free instances (this one
+        included), at most `max_batch_size`."""
+        free = max(1, self.instances - len(self._running))
+        if free == 1:
+            return self.max_batch_size
+        live = sum(p.rows for p in self._queue if not p.future.done())
+        return max(1, min(self.max_batch_size, -(-live // free)))
+
     def _take(self) -> list[_Pending]:
-        """Pop the oldest live request and the matching ones after it that still fit."""
+        """Pop the oldest live request and the matching ones after it that still fit its share."""
         batch: list[_Pending] = []
         rest: collections.deque[_Pending] = collections.deque()
         rows = 0
+        limit = self._share()
         for pending in self._queue:
             if pending.future.done():
                 continue
-            fits = not batch or (pending.key == batch[0].key and rows + pending.rows <= self.max_batch_size)
+            fits = not batch or (pending.key == batch[0].key and rows + pending.rows <= limit)
             if fits and (not batch or self.max_batch_size > 1):
                 batch.append(pending)
                 rows += pending.rows

@@ -68,6 +68,15 @@ def test_instances_still_batch_under_load():
     assert [float(o[0][0, 0]) for o in outs] == [i + 1.0 for i in range(12)]
 
 
+def test_free_instances_share_the_queue():
+    # four requests, two idle instances: two batches of two at once (one batch of four left a core idle)
+    graph, elapsed, outs = run_requests(2, 4, batchable=True, max_batch_size=8)
+    assert sorted(graph.batches) == [2, 2] and graph.most == 2
+    assert [float(o[0][0, 0]) for o in outs] == [i + 1.0 for i in range(4)]
+    one, _, _ = run_requests(1, 4, batchable=True, max_batch_size=8)
+    assert one.batches == [4]  # a single instance still takes the whole queue
+
+
 def test_instances_validated_and_defaults():
     with pytest.raises(ValueError, match="instances"):
         BatchingConfig(instances=0)

@@ -238,6 +238,9 @@ def serve(options: ServeOptions, echo: Callable[[str], None] = print) -> None:
     for label, url in urls(options.host, options.port, options.demo is not None).items():
         echo(f"  {label:<8} {url}")
     try:
-        uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level, timeout_graceful_shutdown=5)
+        # "auto" takes httptools (C HTTP parsing) and uvloop, both base dependencies: with h11 and the asyncio
+        # loop a v2 request cost about 1 ms more on the serving bench's 2-core CPU (docs/benchmarks.md)
+        uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level, timeout_graceful_shutdown=5,
+                    http="auto", loop="auto")
     finally:
         torch.set_num_threads(threads)

@@ -32,6 +32,8 @@ RUNTIME_PACKAGES = ("zoo", "serving", "export", "training", "demos", "bench")  #
 INDIRECT = {
     "onnxscript": ("torch.onnx.export(dynamo=True) builds ONNX graphs with it", "export/onnx.py", "dynamo=True"),
     "python-multipart": ("FastAPI parses multipart/form-data bodies with it", "serving/rest.py", "multipart/form-data"),
+    "httptools": ("uvicorn's HTTP parser when installed (http=\"auto\")", "serving/app.py", "httptools"),
+    "uvloop": ("uvicorn's event loop when installed (loop=\"auto\")", "serving/app.py", "uvloop"),
     "torch-fidelity": ("torchmetrics' NoTrainInceptionV3 (the FID Inception) is its network", "zoo/metrics/generation.py", "NoTrainInceptionV3"),
 }
 # Modules we import that come with a base dependency (its own dependency, the API we use through it).

@@ -29,7 +29,7 @@ def test_outputs_equal_onnxruntime_on_rendered_lines(recognizer):
     with torch.no_grad():
         probs, neck = recognizer(x)
     assert np.abs(probs.numpy() - expected).max() < 1e-4
-    assert neck.shape == (len(texts), 40, 120) and recognizer.neck_channels == 120
+    assert neck.shape == (len(texts), 40, 120) and recognizer.neck_channels == 120 and recognizer.feature_dim == 4800
     read = [t for t, _ in recognizer.decode(probs)]
     from rapidocr_onnxruntime.ch_ppocr_rec.utils import CTCLabelDecode
 
@@ -58,9 +58,10 @@ def test_unknown_operator_is_named():
 
 
 def test_anytext_recognizer_checkpoint_layout():
-    state = {"backbone.conv1._conv.weight": torch.zeros(32, 3, 3, 3), "neck.encoder.conv1.conv.weight": torch.zeros(8, 512, 1, 3),
-             "head.fc.weight": torch.zeros(6625, 64), "head.fc.bias": torch.zeros(6625)}
-    info = load_anytext_recognizer(state)
-    assert info == {"classes": 6625, "neck_channels": 64, "feature_dim": 2560}  # AnyText's Linear(2560, 768)
+    from zoo.models.anytext.ppocr_v3 import PPOCRv3Recognizer  # the layout itself: tests/models/test_anytext_ppocr_v3.py
+
+    state = {f"module.{k}": v for k, v in PPOCRv3Recognizer(6625).state_dict().items()}
+    rec = load_anytext_recognizer(state)
+    assert (rec.classes, rec.neck_channels, rec.feature_dim) == (6625, 64, 2560)  # AnyText's Linear(2560, 768)
     with pytest.raises(KeyError, match="head.fc.weight"):
         load_anytext_recognizer({"backbone.x": torch.zeros(1)})

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .ppocr_v3 import PPOCRv3Recognizer
 
 REC_HEIGHT, REC_WIDTH = 48, 320
 BLANK = 0
@@ -50,6 +53,23 @@ def rapidocr_model_path(kind: str = "rec") -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not in the installed rapidocr-onnxruntime wheel")
     return path
+
+
+@functools.cache
+def rapidocr_characters() -> list[str]:
+    """The character list of rapidocr's PP-OCRv4 file (its ONNX metadata): 6,623 entries, the same list, in the
+    same order, as PaddleOCR's ppocr_keys_v1.txt that AnyText's PP-OCRv3 recogniser reads."""
+    import onnx
+
+    model = onnx.load(str(rapidocr_model_path("rec")), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}.get("character", "").splitlines()
+
+
+def read_character_file(path: str | Path) -> list[str]:
+    """A PaddleOCR character dictionary: one entry a line (a line may be a single space), as the reference
+    reads it (each line without its line break; no other stripping)."""
+    text = Path(path).read_text(encoding="utf-8")
+    return [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")]
 
 
 def _attrs(node: Any) -> dict[str, Any]:
@@ -240,10 +260,22 @@ def ctc_head_input(module: OnnxGraphModule) -> str:
 class TextRecognizer(nn.Module):
     """A PP-OCR CTC recogniser (frozen, eval): images of text lines -> (probabilities (B, T, K),
     neck features (B, T, C)); `decode` gives strings. Built from an ONNX file (default: rapidocr's
-    PP-OCRv4 model) whose metadata carries the character list."""
+    PP-OCRv4 model) whose metadata carries the character list, or around a torch network with the same
+    outputs (`network=`: AnyText's PP-OCRv3 (ppocr_v3.py), see `from_anytext_checkpoint`)."""
 
-    def __init__(self, path: str | Path | None = None, trainable: bool = False):
+    def __init__(self, path: str | Path | None = None, trainable: bool = False, *, network: PPOCRv3Recognizer | None = None,
+                 characters: Sequence[str] | None = None):
         super().__init__()
+        self.network: PPOCRv3Recognizer | None = network
+        if network is not None:
+            chars = list(characters) if characters is not None else rapidocr_characters()
+            self.characters = ["<blank>", *chars, " "]
+            if len(self.characters) != network.classes:
+                raise ValueError(f"{len(chars)} characters + blank + space = {len(self.characters)} classes, but the "
+                                 f"network's CTC head has {network.classes}: pass the checkpoint's character list")
+            network.requires_grad_(trainable)
+            self.eval()
+            return
         import onnx
 
         model = onnx.load(str(path or rapidocr_model_path("rec")))
@@ -253,15 +285,44 @@ class TextRecognizer(nn.Module):
         self.neck_name = ctc_head_input(self.graph)
         self.eval()
 
+    @classmethod
+    def from_anytext_checkpoint(cls, source: str | Path | dict[str, Tensor],
+                                characters: Sequence[str] | str | Path | None = None) -> TextRecognizer:
+        """AnyText's PP-OCRv3 recogniser (`ppocr_v3.PPOCRv3Recognizer`) with the weights of its checkpoint
+        (`ocr_weights/ppv3_rec.pth` / `ppv3_rec_en.pth`, a .safetensors copy, the whole AnyText checkpoint
+        with its `text_predictor.*` keys, or a state dict). `characters`: the dictionary entries (a list, or
+        the path of a one-per-line file such as AnyText's en_dict.txt); default: rapidocr's list, which is
+        AnyText's ppocr_keys_v1 (6,623 entries, 6,625 classes)."""
+        if not isinstance(source, dict):
+            from zoo.weights import read_state
+
+            source = read_state(Path(source))[0]
+        if isinstance(characters, (str, Path)):
+            characters = read_character_file(characters)
+        return load_anytext_recognizer(source, characters)
+
+    @property
+    def classes(self) -> int:
+        return len(self.characters)
+
+    @property
+    def feature_dim(self) -> int:
+        """T x C of the neck at width 320 (T = 40): the embedding module's input (Sec. 3.3)."""
+        return (REC_WIDTH // 8) * self.neck_channels
+
     @property
     def neck_channels(self) -> int:
+        if self.network is not None:
+            return self.network.neck_channels
         for op, ins, _, _ in self.graph.nodes:
             if op == "MatMul" and ins[0] == self.neck_name:
                 return int(self.graph.weights[self.graph._key[ins[1]]].shape[0])
         raise ValueError("no CTC head")
 
     def forward(self, lines: Tensor) -> tuple[Tensor, Tensor]:
-        """lines: (B, 3, 48, W) normalised as `normalise_lines` does -> (probs, neck)."""
+        """lines: (B, 3, 48, W) normalised as `line_tensor` does -> (probs, neck)."""
+        if self.network is not None:
+            return self.network(lines)
         probs, neck = self.graph(lines, outputs=(self.graph.output_names[0], self.neck_name))
         return probs, neck
 
@@ -300,18 +361,31 @@ def line_tensor(images: Tensor, height: int = REC_HEIGHT, width: int = REC_WIDTH
     return F.pad(resized, (0, width - new_w))
 
 
-def load_anytext_recognizer(state: dict[str, Tensor]) -> dict[str, Any]:
-    """What AnyText's own recogniser checkpoint (`ocr_weights/ppv3_rec.pth`: a PP-OCRv3 torch port with
-    `backbone.*` (MobileNetV1Enhance), `neck.*` (SVTR `encoder`) and `head.fc.*` keys) says about the
-    embedding module: the neck width C (the CTC head's input), the classes K, and the embedding size
-    T x C with T = 40 (width 320 / 8). Only the head is checked here; running that network is not built
-    (our micro uses rapidocr's PP-OCRv4, whose ONNX file carries its own architecture)."""
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+def load_anytext_recognizer(state: dict[str, Tensor], characters: Sequence[str] | None = None) -> TextRecognizer:
+    """AnyText's own recogniser checkpoint (`ocr_weights/ppv3_rec.pth`: `backbone.*` (MobileNetV1Enhance),
+    `neck.*` (SVTR `encoder`) and `head.fc.*` keys, possibly under `module.`, `state_dict.`, or
+    `text_predictor.` in the whole AnyText checkpoint) -> a `TextRecognizer` running our
+    `ppocr_v3.PPOCRv3Recognizer` with its weights: `classes` K from `head.fc.weight`, `neck_channels` C = 64,
+    `feature_dim` = 40 x C = 2560 (AnyText's Linear(2560, 768), Sec. 3.3). `characters`: the dictionary
+    entries without blank and space (default: rapidocr's list = ppocr_keys_v1, for K = 6,625). A checkpoint
+    whose keys or shapes differ from the network's is refused (`zoo.weights.WeightsMismatchError`, naming the
+    first missing, unexpected and mis-shaped keys); BatchNorm's `num_batches_tracked` counters may be absent."""
+    from zoo.weights import load_into, unnest
+
+    for head in ("state_dict", "module", "text_predictor", "module"):
+        state = unnest(state, (head,))
     weight = state.get("head.fc.weight")
     if weight is None:
         found = sorted({k.split(".")[0] for k in state})
         raise KeyError(f"not an AnyText/PaddleOCR recogniser checkpoint: no head.fc.weight (top-level keys: {found})")
     if not any(k.startswith("backbone.") for k in state) or not any(k.startswith("neck.") for k in state):
         raise KeyError("an AnyText recogniser checkpoint has backbone.* and neck.* keys beside head.fc.*")
-    classes, channels = int(weight.shape[0]), int(weight.shape[1])
-    return {"classes": classes, "neck_channels": channels, "feature_dim": 40 * channels}
+    classes = int(weight.shape[0])
+    if characters is None and classes != len(rapidocr_characters()) + 2:
+        raise ValueError(f"the checkpoint's CTC head has {classes} classes, not the Chinese model's "
+                         f"{len(rapidocr_characters()) + 2}: pass its character list (e.g. AnyText's en_dict.txt for 97)")
+    network = PPOCRv3Recognizer(classes)
+    own = network.state_dict()
+    counters = {k: own[k] for k in own if k.endswith(".num_batches_tracked") and k not in state}
+    load_into(network, {**state, **counters})
+    return TextRecognizer(network=network, characters=characters)

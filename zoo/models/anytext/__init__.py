@@ -9,7 +9,8 @@ ldm/models/diffusion/ddpm.py and models_yaml/anytext_sd15.yaml, named where used
 - `model.py`: the auxiliary latent module (glyph, position, masked image; Sec. 3.2), the text embedding
   module (Sec. 3.3) and the whole model on diffusers' UNet2DConditionModel + ControlNetModel, our
   LatentCodec (AutoencoderKL) and transformers' CLIPTextModel.
-- `recognizer.py`: a differentiable PP-OCR recogniser in PyTorch, built from rapidocr's PP-OCRv4 ONNX file.
+- `recognizer.py`: a differentiable PP-OCR recogniser in PyTorch, built from rapidocr's PP-OCRv4 ONNX file,
+  or running `ppocr_v3.py` (AnyText's own PP-OCRv3 network) from AnyText's `ppv3_rec.pth`.
 - `glyphs.py`: prompt parsing ("quoted" lines -> `*`), glyph / position / line images, input checks.
 - `loss.py`: the text-control diffusion loss and the text perceptual loss (Sec. 3.4, Eq. 3-5).
 - `pipeline.py`: DDIM + classifier-free guidance over four graphs; generation and editing.
@@ -19,7 +20,7 @@ ldm/models/diffusion/ddpm.py and models_yaml/anytext_sd15.yaml, named where used
 
 What we chose: see model.py (the micro trains its UNet; no hint block of ControlNet's own), train.py
 (caption dropout for guidance), pipeline.py (stacked bands when no positions are given) and
-recognizer.py (PP-OCRv4 for the micro; AnyText's PP-OCRv3 network is not built).
+recognizer.py (PP-OCRv4 for the micro; AnyText's PP-OCRv3 network loads its checkpoint).
 """
 
 from pathlib import Path

@@ -15,9 +15,11 @@ line of aspect up to 320/48, right-padded; (x - 0.5) / 0.5), and gives the CTC p
 neck features (B, T, C) = the input of the CTC head's linear layer (T = 40 at width 320; C = 120 for
 PP-OCRv4; AnyText's PP-OCRv3 neck has C = 64, so 40 x 64 = 2560, Sec. 3.3), and greedy CTC decoding.
 
-What we chose: AnyText loads its own PP-OCRv3 torch port (`ocr_weights/ppv3_rec.pth`, not shipped
-here); `load_anytext_recognizer` reads that checkpoint's layout only as far as the embedding size
-goes (see its docstring). The PP-OCRv4 model is the recogniser of our micro variant.
+What we chose: AnyText runs its own PP-OCRv3 torch port (`ocr_weights/ppv3_rec.pth`, not shipped here);
+we wrote that network ourselves (ppocr_v3.py: MobileNetV1Enhance + SVTR neck + CTC head, the reference's
+key names, 2,639,665 parameters for 6,625 classes) and `load_anytext_recognizer` /
+`TextRecognizer.from_anytext_checkpoint` build it and load that checkpoint strictly, behind the same
+interface (neck C = 64, so 40 x 64 = 2560). The PP-OCRv4 model stays the recogniser of our micro variant.
 """
 
 from __future__ import annotations

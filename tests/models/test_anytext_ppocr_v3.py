@@ -184,3 +184,22 @@ def test_mismatching_checkpoints_are_refused(checkpoint):
         load_anytext_recognizer(dict(state, **{"neck.encoder.extra": torch.zeros(1)}))
     with pytest.raises(KeyError, match="head.fc.weight"):
         load_anytext_recognizer({"backbone.x": torch.zeros(1)})
+
+
+def test_the_paper_config_reads_lines_with_the_v3_recogniser(checkpoint):
+    """sd15's config names AnyText's own recogniser: its 40 x 64 neck feeds the embedding module's Linear(2560, 768)."""
+    import dataclasses
+
+    from zoo.models.anytext import MICRO
+    from zoo.models.anytext.model import AnyTextConfig, build_recognizer
+
+    assert AnyTextConfig().recognizer == "ppocr-v3" and AnyTextConfig().ocr_feature_dim == 2560
+    with pytest.raises(ValueError, match="recognizer_weights"):
+        build_recognizer(AnyTextConfig())  # nothing is downloaded: the checkpoint must be named
+    rec = build_recognizer(AnyTextConfig(recognizer_weights=str(checkpoint[0])))
+    _, neck = rec(_lines(["SALE"]))
+    assert neck.reshape(1, -1).shape == (1, 2560)
+    with pytest.raises(ValueError, match="ocr_feature_dim=4800"):
+        build_recognizer(dataclasses.replace(MICRO, recognizer="ppocr-v3", recognizer_weights=str(checkpoint[0])))
+    with pytest.raises(ValueError, match="unknown recognizer"):
+        build_recognizer(dataclasses.replace(MICRO, recognizer="tesseract"))

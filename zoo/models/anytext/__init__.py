@@ -58,7 +58,7 @@ MICRO = AnyTextConfig(
                   "num_attention_heads": 2, "max_position_embeddings": 77, "hidden_act": "quick_gelu", "projection_dim": 32},
     glyph_channels=(8, 8, 16, 16, 32), glyph_strides=(1, 2, 1, 2, 2),
     position_channels=(8, 16, 16), position_strides=(1, 2, 2),
-    ocr_feature_dim=40 * 120,  # PP-OCRv4's neck: 40 steps x 120 channels
+    ocr_feature_dim=40 * 120, recognizer="ppocr-v4",  # rapidocr's PP-OCRv4 (shipped); its neck: 40 steps x 120 channels
     unet_locked=False, max_lines=2, max_chars=8, guidance_scale=3.0,
 )
 

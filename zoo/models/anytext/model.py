@@ -57,7 +57,8 @@ class AnyTextConfig:
     position_strides: tuple[int, ...] = POSITION_STRIDES
     glyph_scale: int = 2  # glyphs rendered at 2x the image size (1024 for 512)
     ocr_feature_dim: int = 2560  # T x C of the recogniser's neck (40 x 64 for AnyText's PP-OCRv3)
-    recognizer: str = "ppocr-v4"  # the frozen recogniser: rapidocr's PP-OCRv4 ONNX model
+    recognizer: str = "ppocr-v3"  # the frozen recogniser: "ppocr-v3" AnyText's own (Sec. 3.3), "ppocr-v4" rapidocr's ONNX model
+    recognizer_weights: str = ""  # ppocr-v3: a local ppv3_rec.pth (or an AnyText checkpoint with text_predictor.* keys)
     embedding_module: bool = True  # the text embedding module (ablation: off = plain token embeddings of '*')
     unet_locked: bool = True  # the paper's SD1.5 UNet stays frozen; the micro trains it (no pretrained base)
     max_lines: int = 5  # the reference's limits (t3_dataset max_lines 5, max_chars 20)
@@ -105,6 +106,32 @@ class AuxiliaryLatentModule(nn.Module):
 
     def forward(self, glyphs: Tensor, positions: Tensor, masked_latent: Tensor) -> Tensor:
         return self.fuse_block(torch.cat([self.glyph_block(glyphs), self.position_block(positions), masked_latent], 1))
+
+
+RECOGNIZERS = ("ppocr-v3", "ppocr-v4")
+
+
+def build_recognizer(config: AnyTextConfig) -> Any:
+    """The frozen recogniser the config names, checked against the embedding module's input size.
+
+    ppocr-v3: AnyText's own PP-OCRv3 network (ppocr_v3.py) with its checkpoint from `recognizer_weights`
+    (nothing is downloaded: the path must be local); ppocr-v4: rapidocr's PP-OCRv4 ONNX model, which the
+    package ships (the micro's)."""
+    from .recognizer import TextRecognizer
+
+    if config.recognizer == "ppocr-v4":
+        rec = TextRecognizer()
+    elif config.recognizer == "ppocr-v3":
+        if not config.recognizer_weights:
+            raise ValueError("this variant reads text with AnyText's PP-OCRv3 recogniser: set recognizer_weights to a local "
+                             "ocr_weights/ppv3_rec.pth (or an AnyText checkpoint holding text_predictor.* keys)")
+        rec = TextRecognizer.from_anytext_checkpoint(config.recognizer_weights)
+    else:
+        raise ValueError(f"unknown recognizer {config.recognizer!r}; one of {', '.join(RECOGNIZERS)}")
+    if rec.feature_dim != config.ocr_feature_dim:
+        raise ValueError(f"the {config.recognizer} recogniser's neck gives {rec.feature_dim} features a line, the embedding "
+                         f"module takes ocr_feature_dim={config.ocr_feature_dim}")
+    return rec
 
 
 class EmbeddingManager(nn.Module):
@@ -178,9 +205,7 @@ class AnyTextModel(nn.Module):
     def recognizer(self) -> Any:
         rec = self.__dict__["_recognizer"]
         if rec is None:
-            from .recognizer import TextRecognizer
-
-            rec = TextRecognizer()
+            rec = build_recognizer(self.config)
             rec.requires_grad_(False)
             self.__dict__["_recognizer"] = rec
         device = self.alphas_cumprod.device

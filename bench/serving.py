@@ -17,6 +17,7 @@ in-process call.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -138,6 +139,57 @@ def load(server: Server, graph: Any, v2_name: str, concurrency: int, requests: i
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _proc_kib(pid: int, field: str) -> int | None:
+    """A `/proc/PID/status` field in KiB (VmRSS: resident now, VmHWM: its peak), None where unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _reset_peak(pid: int) -> bool:
+    """Reset the process's VmHWM to its VmRSS (Linux clear_refs 5); False where not allowed."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory(server: Server, graph: Any, v2_name: str, batches: tuple[int, ...] = (1, 8)) -> dict[str, Any]:
+    """Resident memory of a warmed-up server (model loaded, its graphs run) and the peak a single request
+    adds on top of it at each batch size (VmHWM reset before each), in MiB; {} where /proc is unreadable."""
+    from zoo.bench.loadgen import infer_body
+
+    pid = server.process.pid
+    idle = _proc_kib(pid, "VmRSS")
+    if idle is None:
+        return {}
+    result: dict[str, Any] = {"server_rss_mib": round(idle / 1024, 1), "peak_rss_since_start_mib": round((_proc_kib(pid, "VmHWM") or 0) / 1024, 1)}
+    sizes = {**{k: v[1] for k, v in graph.dims.items()}}
+    for batch in batches:
+        shape = list(graph.inputs[0].concrete_shape({**sizes, "batch": batch}))
+        body, header = infer_body(graph.inputs[0].name, shape, _triton_dtype(graph.inputs[0].dtype), [o.name for o in graph.outputs])
+        base = _proc_kib(pid, "VmRSS") or idle
+        if not _reset_peak(pid):
+            return result
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        connection.request("POST", f"/v2/models/{v2_name}/infer", body=body,
+                           headers={"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(header)})
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        peak = _proc_kib(pid, "VmHWM")
+        if response.status != 200 or peak is None:
+            result[f"request_b{batch}_error"] = response.status
+            continue
+        result[f"request_b{batch}_peak_mib"] = round(max(0, peak - base) / 1024, 1)
+    return result
+
+
 def _triton_dtype(dtype: str) -> str:
     return {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "uint8": "UINT8"}.get(dtype, "FP32")
 
@@ -182,7 +234,7 @@ def run(
     graph = pipeline.graph_specs()[0]
     v2_name = f"{model}.{graph.name}"  # the graph's alias on every server (its bare name may be the model's pipeline)
     x = graph_inputs(graph, 1)
-    in_process = Timing()
+    in_process, http_floor = Timing(), Timing()
     requests = int(requests or REQUESTS[quick])
     time_limit_s = float(time_limit_s or TIME_LIMIT_S[quick])
     rounds = int(rounds or ROUNDS[quick])
@@ -226,10 +278,21 @@ def run(
         log(f"serving: both ready after {budget.elapsed:.0f} s")
         for server in servers.values():  # warm-up: first requests pay for lazy initialisation
             load(server, graph, v2_name, 2, 6, 10.0)
+        document["memory"] = memory(servers["on"], graph, v2_name)
+        log(f"serving: memory {document['memory']}")
+
+        def health(probe: http.client.HTTPConnection) -> None:  # the HTTP floor: a keep-alive round trip that runs no graph
+            probe.request("GET", "/v2/health/ready")
+            probe.getresponse().read()
 
         def in_process_round() -> None:
+            # a fresh connection each round (uvicorn closes one idle for 5 s), opened before the timing
+            probe = http.client.HTTPConnection("127.0.0.1", servers["off"].port, timeout=10)
+            health(probe)
             for _ in range(IN_PROCESS_CALLS[quick]):
                 in_process.samples_ms.append(1000.0 * time_call(lambda: pipeline.run_graph(graph.name, *x)))
+                http_floor.samples_ms.append(1000.0 * time_call(lambda: health(probe)))
+            probe.close()
 
         for round_index in range(rounds):
             in_process_round()
@@ -247,6 +310,8 @@ def run(
         for server in servers.values():
             server.stop()
     _summarise(document, in_process, concurrency)
+    document["results"]["http_floor"] = {"p50_ms": round_sig(http_floor.median_ms), "n": http_floor.n,
+                                         "what": "GET /v2/health/ready on the batching-off server, keep-alive, from this process"}
     document["elapsed_s"] = round(budget.elapsed, 1)
     if out_dir is not None:
         log(f"serving: wrote {write_document(document, out_dir)}")
@@ -317,7 +382,9 @@ def render(document: dict[str, Any]) -> str:
         format_table(rows, header),
         f"batching gain at concurrency {top}: x{r.get(f'batching_throughput_gain_c{top}')} (goal x{GOAL_BATCHING_GAIN}: {_word(goals.get('batching_gain'))})",
         f"server p50 / in-process p50: x{r.get('server_p50_over_in_process')} (goal <= x{GOAL_OVERHEAD}: {_word(goals.get('server_overhead'))}); "
-        f"with batching on: x{r.get('server_p50_over_in_process_batching_on')}",
+        f"with batching on: x{r.get('server_p50_over_in_process_batching_on')}; in-process p50 {res.get('in_process', {}).get('p50_ms')} ms, "
+        f"HTTP floor (health round trip) p50 {res.get('http_floor', {}).get('p50_ms')} ms",
+        f"memory (batching-on server): {document.get('memory') or 'not measured'}",
         f"throughput at concurrency {top} / 1 ({s.get('instances', 1)} instances): x{r.get(f'throughput_c{top}_over_c1')} "
         f"(goal x{GOAL_SCALING}: {_word(goals.get('scaling'))}); batching never loses: {_word(goals.get('batching_never_loses'))}",
     ])

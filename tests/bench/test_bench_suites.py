@@ -98,6 +98,10 @@ def test_serving_quick_two_servers_on_loopback(tmp_path):
     assert {(r["batching"], r["concurrency"]) for r in runs} == {("off", 1), ("on", 1), ("off", 4), ("on", 4)}
     assert all(r["ok"] == r["sent"] == 12 and not r["errors"] for r in runs)
     assert document["results"]["in_process"]["n"] > 0
+    assert document["results"]["http_floor"]["n"] > 0 and 0 < document["results"]["http_floor"]["p50_ms"] < 1000
+    mem = document["memory"]
+    if mem:  # Linux /proc: the loaded server's resident set, and each request's peak on top of it (MiB)
+        assert mem["server_rss_mib"] > 50 and 0 <= mem["request_b1_peak_mib"] <= mem["request_b8_peak_mib"] + 1
     assert document["ratios"]["server_p50_over_in_process"] > 0 and document["ratios"]["batching_throughput_gain_c4"] > 0
     assert all("--host 127.0.0.1" in c for c in document["settings"]["server_commands"].values())
     assert next(tmp_path.glob("serving-cpu-*.json")).is_file()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any
 import torch
 
 from zoo.bench.ablation import Arm, train_arm
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, mean_std, new_document, pin_threads, write_document
 
 COMMON = {"eval_images": "100"}
 ARMS = (
@@ -46,8 +45,6 @@ ARMS = (
 )
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def _folder(out: Path, arm: Arm, seed: int) -> Path:
@@ -75,7 +72,7 @@ def summarise(runs: dict[str, dict[int, dict[str, Any]]], steps: int, seeds: lis
         done = runs.get(arm.name, {})
         keys = sorted({k for r in done.values() for k, v in r["metrics"].items() if isinstance(v, (int, float))})
         result["arms"].append({**dataclasses.asdict(arm), "runs": {str(s): r for s, r in done.items()},
-                               "summary": {k: _mean_std([r["metrics"][k] for r in done.values() if k in r["metrics"]]) for k in keys}})
+                               "summary": {k: mean_std([r["metrics"][k] for r in done.values() if k in r["metrics"]]) for k in keys}})
     return result
 
 

@@ -19,9 +19,10 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,15 @@ class Timing:
             "min_ms": round_sig(min(s)) if s else None,
             "n": self.n,
         }
+
+
+def mean_std(values: Iterable[float | None]) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds (or any repeats), skipping None and NaN: the spread
+    every evidence table reports. One value: std 0; none: NaN."""
+    kept = [float(v) for v in values if v is not None and v == v]
+    if not kept:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0, "values": []}
+    return {"mean": statistics.fmean(kept), "std": statistics.stdev(kept) if len(kept) > 1 else 0.0, "n": len(kept), "values": kept}
 
 
 def round_sig(value: float | None, digits: int = 4) -> float | None:

@@ -28,14 +28,23 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
+from zoo.bench.common import (
+    RESULTS_DIR,
+    format_table,
+    log,
+    machine_info,
+    mean_std,
+    measure_interleaved,
+    new_document,
+    pin_threads,
+    write_document,
+)
 
 VAL_SEED = 10_007
 ARMS = ("mse", "hf", "vgg-random")
@@ -65,8 +74,6 @@ def _load(weights: str) -> Any:
     return create_model("hfdiff", "micro", weights=weights).model
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
 
 
 @torch.no_grad()
@@ -138,8 +145,8 @@ def losses(weights: str, seeds: list[int], steps: int, batch: int, lr: float, da
             model = train_arm(base, arm, seed, steps, batch, lr)
             runs[arm][seed] = {**sr_metrics(one_step(model, lq, seed), gt), "train_seconds": round(time.time() - start, 1)}
             log(f"{arm} seed {seed}: {runs[arm][seed]}")
-    summary = {arm: {k: _mean_std([runs[arm][s][k] for s in seeds]) for k in ("hf_error", "psnr_y", "ssim_y")} for arm in ARMS}
-    diffs = {f"{a}-hf": _mean_std([runs[a][s]["hf_error"] - runs["hf"][s]["hf_error"] for s in seeds]) for a in ("mse", "vgg-random")}
+    summary = {arm: {k: mean_std([runs[arm][s][k] for s in seeds]) for k in ("hf_error", "psnr_y", "ssim_y")} for arm in ARMS}
+    diffs = {f"{a}-hf": mean_std([runs[a][s]["hf_error"] - runs["hf"][s]["hf_error"] for s in seeds]) for a in ("mse", "vgg-random")}
     return {"settings": {"weights": weights, "steps": steps, "batch": batch, "lr": lr, "seeds": seeds, "val_images": len(lq)},
             "runs": runs, "summary": summary, "paired_hf_error_differences": diffs}
 
@@ -157,7 +164,7 @@ def quality(weights: str, seeds: list[int], data: Path, budget_s: float) -> dict
         per["one-step"][seed] = sr_metrics(one_step(model, lq, seed), gt)
         per["teacher"][seed] = sr_metrics(teacher(model, lq, seed), gt)
         log(f"seed {seed}: one-step {per['one-step'][seed]} teacher {per['teacher'][seed]}")
-    summary = {name: {k: _mean_std([per[name][s][k] for s in seeds]) for k in ("hf_error", "psnr_y", "ssim_y")} for name in per}
+    summary = {name: {k: mean_std([per[name][s][k] for s in seeds]) for k in ("hf_error", "psnr_y", "ssim_y")} for name in per}
     tile = lq[:1, :, :16, :16].repeat(1, 1, 2, 2)  # one 32x32 LR tile
     timing = measure_interleaved({"one-step": lambda: one_step(model, tile, 0), "teacher-15": lambda: teacher(model, tile, 0)},
                                  budget_s=budget_s)

@@ -21,12 +21,11 @@ Writes bench/results/interlcm-ablation-cpu-<date>.json; prints mean +- sample st
 from __future__ import annotations
 
 import argparse
-import statistics
 from typing import Any
 
 import torch
 
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, mean_std, new_document, pin_threads, write_document
 
 ARMS = {"lq-4": {"start": "lq", "steps": 4, "colour_fix": True},
         "noise-4": {"start": "noise", "steps": 4, "colour_fix": True},
@@ -56,13 +55,11 @@ def ablation(seeds: list[int], weights: str | None = None, faces: int = 120) -> 
                 rows["lq input"].append({"psnr": metrics["psnr_lq"], "ssim": metrics["ssim_lq"], "perceptual": metrics["perceptual_lq"],
                                          "seconds_per_face": 0.0})
             log(f"seed {seed} {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[name][-1].items()))
-    summary = {name: {k: {"mean": statistics.fmean(r[k] for r in runs), "std": statistics.stdev(r[k] for r in runs) if len(runs) > 1 else 0.0}
-                      for k in runs[0]} for name, runs in rows.items()}
+    summary = {name: {k: mean_std(r[k] for r in runs) for k in runs[0]} for name, runs in rows.items()}
     paired = {}
     for other in ("noise-4", "lq-2", "lq-4-nofix"):
         diffs = {k: [a[k] - b[k] for a, b in zip(rows["lq-4"], rows[other])] for k in ("psnr", "ssim", "perceptual")}
-        paired[f"lq-4 minus {other}"] = {k: {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "per_seed": v}
-                                         for k, v in diffs.items()}
+        paired[f"lq-4 minus {other}"] = {k: {**mean_std(v), "per_seed": v} for k, v in diffs.items()}
     return {"data": desc, "faces_per_seed": faces, "perceptual_net": used, "per_seed": rows, "summary": summary, "paired": paired}
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -39,7 +38,17 @@ import numpy as np
 import torch
 
 from zoo.bench.ablation import Arm, build_arm, train_arm
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
+from zoo.bench.common import (
+    RESULTS_DIR,
+    format_table,
+    log,
+    machine_info,
+    mean_std,
+    measure_interleaved,
+    new_document,
+    pin_threads,
+    write_document,
+)
 
 ICT = {"loss": "pseudo-huber", "diffusion_loss_weight": "0", "ot_coupling": "false", "adaptive_c": "false"}
 
@@ -95,15 +104,12 @@ def tails(seeds: list[int], images: int, autoencoder: str | None = None) -> dict
         per_seed.append(row)
         log(f"[tails seed {seed}] pixels kurtosis {row['pixels']['excess_kurtosis']:.2f}, latents {row['latents']['excess_kurtosis']:.2f}")
     return {"images_per_seed": images, "seeds": per_seed, "summary": {
-        space: {key: _mean_std([r[space][key] for r in per_seed]) for key in per_seed[0][space]} for space in ("pixels", "latents")}}
+        space: {key: mean_std([r[space][key] for r in per_seed]) for key in per_seed[0][space]} for space in ("pixels", "latents")}}
 
 
 # ------------------------------------------------------------------------------------ ablation
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    values = [float(v) for v in values if v is not None]
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def _run_one(job: tuple[Arm, int, int, str, dict[str, str]]) -> tuple[str, int, dict[str, Any]]:
@@ -146,7 +152,7 @@ def summarise(chosen: tuple[Arm, ...], runs: dict[str, dict[int, dict[str, Any]]
         keys = sorted({k for r in done.values() for k, v in r["metrics"].items() if isinstance(v, (int, float))})
         result["arms"].append({**dataclasses.asdict(arm), "config": {k: str(v) for k, v in arm.config.items()},
                                "runs": {str(s): r for s, r in done.items()},
-                               "summary": {k: _mean_std([r["metrics"][k] for r in done.values() if k in r["metrics"]]) for k in keys}})
+                               "summary": {k: mean_std([r["metrics"][k] for r in done.values() if k in r["metrics"]]) for k in keys}})
     return result
 
 

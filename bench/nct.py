@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -34,7 +33,17 @@ from typing import Any
 import torch
 
 from zoo.bench.ablation import Arm, build_arm, train_arm
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
+from zoo.bench.common import (
+    RESULTS_DIR,
+    format_table,
+    log,
+    machine_info,
+    mean_std,
+    measure_interleaved,
+    new_document,
+    pin_threads,
+    write_document,
+)
 
 # CPU-sized runs: the micro defaults (batch 32, lr 1e-3, N = 4 levels, EMA 0.98) and 256 held-out seeds
 COMMON = {"eval_samples": "256"}
@@ -55,8 +64,6 @@ def suites() -> dict[str, tuple[Arm, ...]]:
     }
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def _folder(out: Path, arm: Arm, seed: int) -> Path:
@@ -113,7 +120,7 @@ def summarise(chosen: tuple[Arm, ...], runs: dict[str, dict[int, dict[str, Any]]
         done = runs.get(arm.name, {})
         keys = sorted({k for r in done.values() for k, v in r["metrics"].items() if isinstance(v, (int, float))})
         result["arms"].append({**dataclasses.asdict(arm), "runs": {str(s): r for s, r in done.items()},
-                               "summary": {k: _mean_std([r["metrics"][k] for r in done.values() if k in r["metrics"]]) for k in keys}})
+                               "summary": {k: mean_std([r["metrics"][k] for r in done.values() if k in r["metrics"]]) for k in keys}})
     return result
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from zoo.bench.ablation import Arm, build_arm, train_arm
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, mean_std, new_document, pin_threads, write_document
 
 KEYS = ("acc@0.5", "box_iou", "mIoU", "oIoU", "acc@0.5_relation")
 # CPU-sized runs: fewer scenes than the demo run, so rendering the data does not eat the budget
@@ -49,11 +49,6 @@ def arms() -> tuple[Arm, ...]:
     )
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    values = [v for v in values if v == v]
-    if not values:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def loss_variation(log_file: Path) -> float:
@@ -92,9 +87,9 @@ def ablation(steps: int, seeds: list[int], out: Path, batch: int) -> dict[str, A
     for arm in arms():
         per = runs.get(arm.name, {})
         summary[arm.name] = {"description": arm.description,
-                             **{k: _mean_std([r["metrics"].get(k, float("nan")) for r in per.values()]) for k in KEYS},
-                             "loss_cv": _mean_std([r["loss_cv"] for r in per.values()]),
-                             "seconds": _mean_std([r["seconds"] for r in per.values()])}
+                             **{k: mean_std([r["metrics"].get(k, float("nan")) for r in per.values()]) for k in KEYS},
+                             "loss_cv": mean_std([r["loss_cv"] for r in per.values()]),
+                             "seconds": mean_std([r["seconds"] for r in per.values()])}
     return {"steps": steps, "seeds": seeds, "batch_size": batch, "runs": runs, "summary": summary}
 
 
@@ -128,7 +123,7 @@ def steps_sweep_one(weights: str, step_counts: list[int], expressions: int, roun
 def steps_sweep(weights: list[str], step_counts: list[int], expressions: int, rounds: int) -> dict[str, Any]:
     """Each model's sweep, then mean +- std over the models (one model per seed) for each step count."""
     models = [steps_sweep_one(w, step_counts, expressions, rounds) for w in weights]
-    summary = {n: {k: _mean_std([m["per_steps"][n][k] for m in models if m["per_steps"][n][k] is not None])
+    summary = {n: {k: mean_std([m["per_steps"][n][k] for m in models if m["per_steps"][n][k] is not None])
                    for k in (*KEYS, "ms_per_expression")} for n in step_counts}
     return {"models": models, "steps_summary": summary}
 

@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -39,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from zoo.bench.common import mean_std
 
 RESULTS_DIR = Path(__file__).parent / "results"
 LENGTHS = (4.0, 12.0)
@@ -150,8 +151,7 @@ def summarise(runs: dict[str, dict[int, dict[str, float]]]) -> dict[str, Any]:
         for key in KEYS:
             values = [float(m[key]) for m in by_seed.values() if key in m]
             if values:
-                table[mode][key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-                                    "values": values}
+                table[mode][key] = mean_std(values)
     return table
 
 

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from zoo.bench.pvd import _mean_std, arms, loss_variation
+from zoo.bench.common import mean_std
+from zoo.bench.pvd import arms, loss_variation
 
 
 def test_loss_variation_over_the_second_half(tmp_path):
@@ -18,5 +19,6 @@ def test_arms_and_spread():
     names = {a.name: a for a in arms()}
     assert set(names) == {"pvd", "no-asl", "absolute"}
     assert names["no-asl"].train["asl_weight"] == "0" and names["absolute"].config == {"anchor": "absolute"}
-    out = _mean_std([0.5, 0.7, float("nan")])
+    out = mean_std([0.5, 0.7, float("nan"), None])
     assert out["mean"] == pytest.approx(0.6) and out["std"] == pytest.approx(0.1414, abs=1e-4) and out["n"] == 2
+    assert mean_std([])["n"] == 0 and mean_std([3.0])["std"] == 0.0

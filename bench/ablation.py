@@ -4,6 +4,7 @@ procedural data, with the same seed and step budget, then compared on the task's
     python -m zoo.bench.ablation vidt --steps 600
     python -m zoo.bench.ablation oneformer --steps 600
     python -m zoo.bench.ablation vidt --steps 600 --reuse last=runs/vidt-micro
+    python -m zoo.bench.ablation vidt --steps 600 --seeds 0,1,2      # mean ± std and paired differences
 
 Each arm is one training run of a registered model (`zoo train`'s code path: the card's first
 training stage, its variant defaults, the shared loop) with model-config and training-config
@@ -35,7 +36,17 @@ from typing import Any
 
 import torch
 
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, measure_interleaved, new_document, pin_threads, write_document
+from zoo.bench.common import (
+    RESULTS_DIR,
+    format_table,
+    log,
+    machine_info,
+    mean_std,
+    measure_interleaved,
+    new_document,
+    pin_threads,
+    write_document,
+)
 
 
 @dataclass(frozen=True)
@@ -155,13 +166,52 @@ def arm_latency(arms: list[Arm], runs: dict[str, dict[str, Any]], budget_s: floa
     return {name: timing.summary() for name, timing in timings.items()}
 
 
+def arm_folder(root: Path, suite: str, arm: Arm, seed: int) -> Path:
+    """OUT/SUITE/ARM for seed 0 (the layout single-seed runs always had), OUT/SUITE/ARM-sN for the others."""
+    return root / suite / (arm.name if seed == 0 else f"{arm.name}-s{seed}")
+
+
+def finished_arm(arm: Arm, folder: Path, steps: int) -> dict[str, Any] | None:
+    """A run this suite finished earlier in `folder` (an interrupted multi-seed ablation picks up there);
+    None if there is none; refused if it trained another number of steps."""
+    if not (folder / "model.json").is_file():
+        return None
+    run = reuse_arm(arm, folder)
+    expected = max(1, round(steps * arm.step_share))
+    if run["steps"] != expected:
+        raise SystemExit(f"{folder} holds a finished {run['steps']}-step run, this ablation trains {expected}: "
+                         "remove it or pass --out elsewhere")
+    return run
+
+
+def summarise_seeds(arms: list[Arm], runs: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
+    """Per arm: mean ± sample std of each metric over seeds; per arm after the first: the paired per-seed
+    differences from the first arm (the suite's reference: the paper's configuration)."""
+    def numeric(run: dict[str, Any]) -> dict[str, float]:
+        return {k: float(v) for k, v in run["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    summary = {arm.name: {k: mean_std(numeric(runs[arm.name][s]).get(k) for s in seeds)
+                          for k in sorted({k for s in seeds for k in numeric(runs[arm.name][s])})} for arm in arms}
+    reference = arms[0].name
+    paired = {}
+    for arm in arms[1:]:
+        keys = sorted(set(summary[arm.name]) & set(summary[reference]))
+        paired[f"{arm.name} minus {reference}"] = {
+            k: mean_std(numeric(runs[arm.name][s]).get(k, float("nan")) - numeric(runs[reference][s]).get(k, float("nan")) for s in seeds)
+            for k in keys}
+    return {"summary": summary, "paired": paired}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("suite", choices=sorted(SUITES))
     parser.add_argument("--steps", type=int, default=600, help="training steps of a full arm (a single-task OneFormer arm gets a third)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/ablation"), help="where the arms' runs go (OUT/SUITE/ARM)")
-    parser.add_argument("--reuse", action="append", default=[], metavar="ARM=RUN", help="take an arm from a finished zoo train run")
+    parser.add_argument("--seed", type=int, default=0, help="one seed (see --seeds)")
+    parser.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 0,1,2: every arm trains once per seed and the table "
+                        "reports mean ± sample std and each arm's paired difference from the first arm")
+    parser.add_argument("--out", type=Path, default=Path("runs/ablation"),
+                        help="where the arms' runs go (OUT/SUITE/ARM for seed 0, OUT/SUITE/ARM-sN for seed N); finished ones are picked up")
+    parser.add_argument("--reuse", action="append", default=[], metavar="ARM=RUN", help="take an arm (its first seed) from a finished zoo train run")
     parser.add_argument("--arms", default="", help="comma-separated subset of the suite's arms")
     parser.add_argument("--latency-budget-s", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=None)
@@ -169,38 +219,60 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     threads = pin_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
     arms = [a for a in SUITES[args.suite] if not args.arms or a.name in args.arms.split(",")]
     reuse = dict(item.split("=", 1) for item in args.reuse)
     unknown = set(reuse) - {a.name for a in arms}
     if unknown:
         parser.error(f"--reuse names unknown arms: {', '.join(sorted(unknown))}")
-    runs: dict[str, dict[str, Any]] = {}
+    runs: dict[str, dict[int, dict[str, Any]]] = {arm.name: {} for arm in arms}
+    for seed in seeds:
+        for arm in arms:
+            tag = f"[{arm.name} seed {seed}]"
+            if arm.name in reuse and seed == seeds[0]:
+                runs[arm.name][seed] = reuse_arm(arm, Path(reuse[arm.name]))
+                log(f"{tag} reused {reuse[arm.name]}")
+                continue
+            out = arm_folder(args.out, args.suite, arm, seed)
+            done = finished_arm(arm, out, args.steps)
+            if done is not None:
+                runs[arm.name][seed] = done
+                log(f"{tag} finished earlier in {out}")
+                continue
+            log(f"{tag} training {arm.model}/{arm.variant} {arm.description}")
+            runs[arm.name][seed] = train_arm(arm, args.steps, seed, out)
+            log(f"{tag} {runs[arm.name][seed]['seconds']} s: {runs[arm.name][seed]['metrics']}")
     for arm in arms:
-        if arm.name in reuse:
-            runs[arm.name] = reuse_arm(arm, Path(reuse[arm.name]))
-            log(f"[{arm.name}] reused {reuse[arm.name]}")
-            continue
-        out = args.out / args.suite / arm.name
-        if (out / "model.json").is_file():
-            raise SystemExit(f"{out} already holds a finished run: pass --reuse {arm.name}={out} or remove it")
-        log(f"[{arm.name}] training {arm.model}/{arm.variant} {arm.description}")
-        runs[arm.name] = train_arm(arm, args.steps, args.seed, out)
-        log(f"[{arm.name}] {runs[arm.name]['seconds']} s: {runs[arm.name]['metrics']}")
-    for arm in arms:
-        runs[arm.name]["metrics"] = {**runs[arm.name]["metrics"], **lower_threshold_metrics(arm, runs[arm.name])}
-    latency = arm_latency(arms, runs, args.latency_budget_s)
+        for seed in seeds:
+            run = runs[arm.name][seed]
+            run["metrics"] = {**run["metrics"], **lower_threshold_metrics(arm, run)}
+    latency = arm_latency(arms, {arm.name: runs[arm.name][seeds[0]] for arm in arms}, args.latency_budget_s)
 
     command = "python -m zoo.bench.ablation " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     document = new_document(f"ablation-{args.suite}", quick=False, machine=machine_info(threads), command=command,
-                            steps=args.steps, seed=args.seed)
-    document["arms"] = [{**dataclasses.asdict(arm), **runs[arm.name], "latency_batch1": latency[arm.name]} for arm in arms]
+                            steps=args.steps, seed=seeds[0], seeds=seeds)
+    spread = summarise_seeds(arms, runs, seeds)
+    # "metrics" etc. of the first seed at the top of each arm, as single-seed documents always had them
+    document["arms"] = [{**dataclasses.asdict(arm), **runs[arm.name][seeds[0]], "latency_batch1": latency[arm.name],
+                         "seeds": {str(s): runs[arm.name][s] for s in seeds}, "summary": spread["summary"][arm.name]} for arm in arms]
+    document["paired"] = spread["paired"]
     path = write_document(document, args.results)
-    names = sorted({k for arm in arms for k, v in runs[arm.name]["metrics"].items() if isinstance(v, (int, float))})
-    rows = [[arm.name, runs[arm.name]["steps"], *[_fmt(runs[arm.name]["metrics"].get(k)) for k in names],
+    names = sorted({k for arm in arms for k in spread["summary"][arm.name]})
+    rows = [[arm.name, runs[arm.name][seeds[0]]["steps"], *[_spread(spread["summary"][arm.name].get(k)) for k in names],
              latency[arm.name]["median_ms"]] for arm in arms]
     print(format_table(rows, ["arm", "steps", *names, "latency ms (b1)"]))
+    if len(seeds) > 1:
+        for pair, metrics in spread["paired"].items():
+            print(f"{pair} (paired over seeds {seeds}): " + ", ".join(f"{k} {_spread(v)}" for k, v in metrics.items()))
     log(f"wrote {path}")
     return 0
+
+
+def _spread(stats: dict[str, Any] | None) -> Any:
+    """`mean` for one seed, `mean ± std` for several."""
+    if not stats or not stats["n"]:
+        return "-"
+    return _fmt(stats["mean"]) if stats["n"] == 1 else f"{stats['mean']:.4g} ± {stats['std']:.2g}"
 
 
 def _fmt(value: Any) -> Any:

@@ -54,3 +54,24 @@ def test_oneformer_arm_is_also_scored_at_a_lower_mask_threshold(tmp_path):
     assert set(extra) == {"pq@0.4", "pq_things@0.4", "pq_stuff@0.4"}
     assert all(0.0 <= v <= 100.0 for v in extra.values())
     assert ablation.lower_threshold_metrics(ablation.Arm("last", "vidt"), run) == {}  # detection arms: nothing extra
+
+
+def test_seeds_give_mean_spread_and_paired_differences_and_resume(tmp_path, monkeypatch, capsys):
+    tiny = (ablation.Arm("a", "vidt", train=TINY), ablation.Arm("b", "vidt", config={"cross_attention_stages": (0, 1, 2, 3)}, train=TINY))
+    monkeypatch.setitem(ablation.SUITES, "tiny", tiny)
+    argv = ["tiny", "--steps", "1", "--seeds", "0,1", "--out", str(tmp_path / "runs"), "--results", str(tmp_path), "--latency-budget-s", "0.2"]
+    assert ablation.main(argv) == 0
+    assert {p.name for p in (tmp_path / "runs" / "tiny").iterdir()} == {"a", "a-s1", "b", "b-s1"}
+    doc = json.loads(next(tmp_path.glob("ablation-tiny-*.json")).read_text())
+    assert doc["seeds"] == [0, 1]
+    arm_a = doc["arms"][0]
+    ap = [arm_a["seeds"][s]["metrics"]["box_AP"] for s in ("0", "1")]
+    assert arm_a["summary"]["box_AP"]["n"] == 2 and arm_a["summary"]["box_AP"]["mean"] == pytest.approx(sum(ap) / 2)
+    b_minus_a = doc["paired"]["b minus a"]["box_AP"]["values"]
+    assert b_minus_a == pytest.approx([doc["arms"][1]["seeds"][s]["metrics"]["box_AP"] - arm_a["seeds"][s]["metrics"]["box_AP"] for s in ("0", "1")])
+    # a second call picks the finished runs up instead of training again; another step count is refused
+    capsys.readouterr()
+    assert ablation.main(argv) == 0
+    assert "finished earlier" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="1-step run, this ablation trains 2"):
+        ablation.main([*argv[:2], "2", *argv[3:]])

@@ -92,8 +92,10 @@ def build_arm(arm: Arm, weights: str | None = None):
     return pipeline.eval()
 
 
-def train_arm(arm: Arm, steps: int, seed: int, out: Path) -> dict[str, Any]:
-    """Train one arm through the card's first stage; returns its metrics and where its weights are."""
+def train_arm(arm: Arm, steps: int, seed: int, out: Path, common: dict[str, str] | None = None) -> dict[str, Any]:
+    """Train one arm through the card's first stage; returns its metrics and where its weights are.
+    `common`: training-config overrides for every arm of the suite (e.g. a larger validation split);
+    the arm's own overrides win over them."""
     from zoo.registry import get_card
     from zoo.training import Trainer
     from zoo.weights import save_weights
@@ -104,7 +106,7 @@ def train_arm(arm: Arm, steps: int, seed: int, out: Path) -> dict[str, Any]:
     arm_steps = max(1, round(steps * arm.step_share))
     config = stage.config_cls()
     config = config.override({k: str(v) for k, v in stage.variant_defaults.get(arm.variant, {}).items()})
-    config = config.override({**arm.train, "steps": str(arm_steps)})
+    config = config.override({**(common or {}), **arm.train, "steps": str(arm_steps)})
     pipeline = build_arm(arm)
     torch.manual_seed(seed)
     task = stage.build_task(pipeline.model, "synthetic", config, seed, out)
@@ -213,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the arms' runs go (OUT/SUITE/ARM for seed 0, OUT/SUITE/ARM-sN for seed N); finished ones are picked up")
     parser.add_argument("--reuse", action="append", default=[], metavar="ARM=RUN", help="take an arm (its first seed) from a finished zoo train run")
     parser.add_argument("--arms", default="", help="comma-separated subset of the suite's arms")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="common",
+                        help="a training-config override for every arm (e.g. val_images=128); an arm's own overrides win")
     parser.add_argument("--latency-budget-s", type=float, default=20.0)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
@@ -222,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
     arms = [a for a in SUITES[args.suite] if not args.arms or a.name in args.arms.split(",")]
     reuse = dict(item.split("=", 1) for item in args.reuse)
+    common = dict(item.split("=", 1) for item in args.common)
     unknown = set(reuse) - {a.name for a in arms}
     if unknown:
         parser.error(f"--reuse names unknown arms: {', '.join(sorted(unknown))}")
@@ -240,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{tag} finished earlier in {out}")
                 continue
             log(f"{tag} training {arm.model}/{arm.variant} {arm.description}")
-            runs[arm.name][seed] = train_arm(arm, args.steps, seed, out)
+            runs[arm.name][seed] = train_arm(arm, args.steps, seed, out, common)
             log(f"{tag} {runs[arm.name][seed]['seconds']} s: {runs[arm.name][seed]['metrics']}")
     for arm in arms:
         for seed in seeds:
@@ -250,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
     command = "python -m zoo.bench.ablation " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     document = new_document(f"ablation-{args.suite}", quick=False, machine=machine_info(threads), command=command,
-                            steps=args.steps, seed=seeds[0], seeds=seeds)
+                            steps=args.steps, seed=seeds[0], seeds=seeds, common_overrides=common)
     spread = summarise_seeds(arms, runs, seeds)
     # "metrics" etc. of the first seed at the top of each arm, as single-seed documents always had them
     document["arms"] = [{**dataclasses.asdict(arm), **runs[arm.name][seeds[0]], "latency_batch1": latency[arm.name],

@@ -59,8 +59,11 @@ def test_oneformer_arm_is_also_scored_at_a_lower_mask_threshold(tmp_path):
 def test_seeds_give_mean_spread_and_paired_differences_and_resume(tmp_path, monkeypatch, capsys):
     tiny = (ablation.Arm("a", "vidt", train=TINY), ablation.Arm("b", "vidt", config={"cross_attention_stages": (0, 1, 2, 3)}, train=TINY))
     monkeypatch.setitem(ablation.SUITES, "tiny", tiny)
-    argv = ["tiny", "--steps", "1", "--seeds", "0,1", "--out", str(tmp_path / "runs"), "--results", str(tmp_path), "--latency-budget-s", "0.2"]
+    argv = ["tiny", "--steps", "1", "--seeds", "0,1", "--out", str(tmp_path / "runs"), "--results", str(tmp_path), "--latency-budget-s", "0.2",
+            "--set", "lr=0.0003", "--set", "val_images=3"]
     assert ablation.main(argv) == 0
+    meta = json.loads((tmp_path / "runs" / "tiny" / "b-s1" / "model.json").read_text())
+    assert meta["train_config"]["lr"] == 0.0003 and meta["train_config"]["val_images"] == 2  # the common override; the arm's own wins
     assert {p.name for p in (tmp_path / "runs" / "tiny").iterdir()} == {"a", "a-s1", "b", "b-s1"}
     doc = json.loads(next(tmp_path.glob("ablation-tiny-*.json")).read_text())
     assert doc["seeds"] == [0, 1]

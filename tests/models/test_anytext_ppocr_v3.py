@@ -203,3 +203,22 @@ def test_the_paper_config_reads_lines_with_the_v3_recogniser(checkpoint):
         build_recognizer(dataclasses.replace(MICRO, recognizer="ppocr-v3", recognizer_weights=str(checkpoint[0])))
     with pytest.raises(ValueError, match="unknown recognizer"):
         build_recognizer(dataclasses.replace(MICRO, recognizer="tesseract"))
+
+
+def test_each_recogniser_gets_its_own_preprocessing(recognizer):
+    """AnyText's PP-OCRv3 sees crops as the reference prepares them (a tall crop turned a quarter, align_corners
+    resize); rapidocr's PP-OCRv4 as PaddleOCR does."""
+    import torch.nn.functional as F
+
+    from zoo.models.anytext.recognizer import anytext_line_tensor
+
+    tall = torch.rand(1, 3, 60, 20)
+    out = recognizer.preprocess(tall)
+    turned = tall.transpose(2, 3).flip(2)  # (1, 3, 20, 60): the reference's transpose(1, 2).flip(dims=[1]) on CHW
+    expected = (F.interpolate(turned, size=(48, 144), mode="bilinear", align_corners=True) - 0.5) / 0.5
+    assert out.shape == (1, 3, 48, 320) and torch.allclose(out[..., :144], expected) and not out[..., 144:].any()
+    wide = torch.rand(1, 3, 24, 100)
+    assert torch.allclose(anytext_line_tensor(wide), line_tensor(wide, align_corners=True))
+    assert not torch.allclose(line_tensor(wide, align_corners=True), line_tensor(wide))  # the two resizes differ
+    v4 = TextRecognizer()
+    assert torch.equal(v4.preprocess(tall), line_tensor(tall))  # PaddleOCR's: no turn, align_corners False

@@ -47,18 +47,21 @@ def crop_lines(images: Tensor, boxes: Tensor, counts: Sequence[int]) -> list[Ten
 
 
 def text_perceptual_loss(generated: Tensor, target: Tensor, boxes: Tensor, counts: Sequence[int],
-                         features: Callable[[Tensor], Tensor]) -> Tensor:
+                         features: Callable[[Tensor], Tensor], preprocess: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Eq. 4 per sample (B,): mean over the sample's lines of MSE(neck(crop(generated)), neck(crop(target)));
-    0 for a sample without lines. `features`: (N, 3, 48, 320) preprocessed lines -> (N, T, C) neck features."""
+    0 for a sample without lines. `features`: (N, 3, 48, 320) preprocessed lines -> (N, T, C) neck features;
+    `preprocess`: one crop (1, 3, h, w) -> (1, 3, 48, 320), the recogniser's own (`TextRecognizer.preprocess`;
+    default PaddleOCR's `line_tensor`)."""
     from .recognizer import line_tensor
 
+    prepare = preprocess or line_tensor
     out = generated.new_zeros(generated.shape[0])
     gen_crops, gt_crops = crop_lines(generated, boxes, counts), crop_lines(target, boxes, counts)
     if not gen_crops:
         return out
-    neck = features(torch.cat([line_tensor(c) for c in gen_crops]))
+    neck = features(torch.cat([prepare(c) for c in gen_crops]))
     with torch.no_grad():
-        reference = features(torch.cat([line_tensor(c) for c in gt_crops]))
+        reference = features(torch.cat([prepare(c) for c in gt_crops]))
     per_line = ((neck - reference) ** 2).mean(dim=tuple(range(1, neck.dim())))
     start = 0
     rows = []

@@ -30,7 +30,6 @@ from zoo.results import Generation
 
 from .glyphs import TextLineError, auto_positions, box_polygon, conditions, parse_prompt, validate_lines
 from .model import AnyTextConfig, AnyTextModel, ControlStepGraph, DecodeGraph, EncodeGraph, TextEncoderGraph
-from .recognizer import line_tensor
 from .tokenizer import tokenize
 
 
@@ -119,7 +118,7 @@ class AnyTextPipeline(Pipeline):
         if count and self.config.embedding_module:
             lines = torch.as_tensor(line_images[:count])[:, None].repeat(1, 3, 1, 1)
             with torch.no_grad():
-                features = self.model.line_features(line_tensor(lines).to(self.device)).float().cpu()
+                features = self.model.line_features(self.model.recognizer().preprocess(lines.to(self.device))).float().cpu()
             if features.shape[1] != out.shape[1]:
                 raise ValueError(f"the recogniser gives {features.shape[1]} features a line, the embedding module takes "
                                  f"{out.shape[1]} (config ocr_feature_dim)")

@@ -303,6 +303,11 @@ class TextRecognizer(nn.Module):
             characters = read_character_file(characters)
         return load_anytext_recognizer(source, characters)
 
+    def preprocess(self, images: Tensor) -> Tensor:
+        """Line crops (B, 3, h, w) in [0, 1] -> the recogniser's input, as its own code prepares it: AnyText's
+        for the PP-OCRv3 network (`anytext_line_tensor`), PaddleOCR's for the ONNX model (`line_tensor`)."""
+        return anytext_line_tensor(images) if self.network is not None else line_tensor(images)
+
     @property
     def classes(self) -> int:
         return len(self.characters)
@@ -352,15 +357,24 @@ class TextRecognizer(nn.Module):
         return self.decode(self(batch.to(device))[0])
 
 
-def line_tensor(images: Tensor, height: int = REC_HEIGHT, width: int = REC_WIDTH) -> Tensor:
+def line_tensor(images: Tensor, height: int = REC_HEIGHT, width: int = REC_WIDTH, align_corners: bool = False) -> Tensor:
     """Differentiable PaddleOCR line preprocessing: images (B, 3, h, w) in [0, 1] -> (B, 3, 48, 320):
     resized to height 48 keeping the aspect (width ceil(48 w / h), at most 320; bilinear), (x - 0.5) / 0.5,
-    right-padded with zeros."""
+    right-padded with zeros. `align_corners=True` is AnyText's own resize (cldm/recognizer.py)."""
     b, _, h, w = images.shape
     new_w = min(width, max(1, int(math.ceil(height * w / h))))
-    resized = F.interpolate(images, size=(height, new_w), mode="bilinear", align_corners=False)
+    resized = F.interpolate(images, size=(height, new_w), mode="bilinear", align_corners=align_corners)
     resized = (resized - 0.5) / 0.5
     return F.pad(resized, (0, width - new_w))
+
+
+def anytext_line_tensor(images: Tensor) -> Tensor:
+    """AnyText's preprocessing of a line crop for its PP-OCRv3 (cldm/recognizer.py): a crop taller than 1.2x
+    its width is turned a quarter (the reference's transpose of H and W, then a flip along the new height),
+    then resized with align_corners=True, normalised and right-padded as `line_tensor`."""
+    if images.shape[2] > 1.2 * images.shape[3]:
+        images = images.transpose(2, 3).flip(2)
+    return line_tensor(images, align_corners=True)
 
 
 def load_anytext_recognizer(state: dict[str, Tensor], characters: Sequence[str] | None = None) -> TextRecognizer:

@@ -32,7 +32,6 @@ from zoo.trainable import TrainConfig, TrainTask
 from .glyphs import conditions, position_mask
 from .loss import anytext_loss, predict_x0, text_control_diffusion_loss, text_perceptual_loss
 from .model import AnyTextModel
-from .recognizer import line_tensor
 from .tokenizer import tokenize
 
 PHRASES = (", content and position of the texts are ", ", textual material depicted in the image are ", ", texts that says ",
@@ -170,7 +169,7 @@ class AnyTextTrainable(nn.Module):
             first = {t: (i, k) for i, k, t in reversed(todo)}
             images = torch.stack([batch["line_images"][first[t][0], first[t][1]] for t in missing])[:, None].repeat(1, 3, 1, 1)
             with torch.no_grad():
-                feats = m.line_features(line_tensor(images.float()))
+                feats = m.line_features(m.recognizer().preprocess(images.float()))
             self._features.update({t: f.cpu() for t, f in zip(missing, feats)})
         for i, k, text in todo:
             out[i, k] = self._features[text]
@@ -198,7 +197,7 @@ class AnyTextTrainable(nn.Module):
             decoded = m.codec.decode(x0)  # through the frozen VAE, with gradients (the reference's decode_first_stage_grad)
             rec = m.recognizer()
             part = text_perceptual_loss(decoded, images[chosen], batch["boxes"][chosen], batch["n_lines"][chosen].tolist(),
-                                        lambda x: rec(x)[1])
+                                        lambda x: rec(x)[1], rec.preprocess)
             perceptual = torch.zeros_like(diffusion).index_add(0, chosen, part * (b / k))
         weight = m.alphas_cumprod[t] if cfg.step_weight else torch.ones_like(m.alphas_cumprod[t])
         loss = anytext_loss(diffusion, perceptual, weight, cfg.perceptual_weight)
@@ -284,7 +283,7 @@ def ocr_feature_distance(model: AnyTextModel, generated: list[np.ndarray], truth
             boxes[i, k] = torch.tensor(box if box is not None else (0, 0, 1, 1))
     rec = model.recognizer()
     features = lambda x: torch.cat([rec(part)[1] for part in x.split(16)])  # noqa: E731 - in chunks (memory)
-    per_sample = text_perceptual_loss(gen, gt, boxes, [len(p) for p in polygons], features)
+    per_sample = text_perceptual_loss(gen, gt, boxes, [len(p) for p in polygons], features, rec.preprocess)
     return float(per_sample.mean())
 
 

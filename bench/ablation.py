@@ -30,6 +30,8 @@ import argparse
 import dataclasses
 import json
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,40 +170,97 @@ def arm_latency(arms: list[Arm], runs: dict[str, dict[str, Any]], budget_s: floa
     return {name: timing.summary() for name, timing in timings.items()}
 
 
+# ------------------------------------------------------------------ arms x seeds, shared by the family suites
+
+
+def seed_folder(out: Path, arm: Arm, seed: int) -> Path:
+    """OUT/ARM/seedN, the family suites' layout (a '+' in an arm's name is spelt 'plus-' on disk)."""
+    return out / arm.name.replace("+", "plus-") / f"seed{seed}"
+
+
+def finished_run(folder: Path, steps: int | None = None) -> dict[str, Any] | None:
+    """The run finished earlier in `folder` (its model.json), None if there is none; with `steps`, a run of
+    another length is refused (a suite picks finished runs up after a stop, never runs of another budget)."""
+    meta_path = folder / "model.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    if steps is not None and meta.get("steps") != steps:
+        raise SystemExit(f"{folder} holds a finished {meta.get('steps')}-step run, this ablation trains {steps}: "
+                         "remove it or pass --out elsewhere")
+    return {"weights": str(folder / "model.safetensors"), "metrics": meta.get("metrics", {}), "seconds": meta.get("seconds"),
+            "steps": meta.get("steps")}
+
+
+def _train_job(job: tuple[Arm, int, int, str, dict[str, str]]) -> tuple[str, int, dict[str, Any]]:
+    arm, steps, seed, folder, common = job
+    torch.set_num_threads(1)  # one arm per core
+    done = finished_run(Path(folder), max(1, round(steps * arm.step_share)))
+    return arm.name, seed, done if done is not None else train_arm(arm, steps, seed, Path(folder), common)
+
+
+def train_seeds(arms: tuple[Arm, ...] | list[Arm], steps: int, seeds: list[int], out: Path, workers: int = 1,
+                common: dict[str, str] | None = None, folder: Callable[[Path, Arm, int], Path] = seed_folder,
+                ) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every arm once per seed (seed by seed), `workers` runs at a time in their own processes (1: here);
+    finished runs in their folders are picked up. `common`: training overrides for every arm (an arm's own win)."""
+    jobs = [(arm, steps, seed, str(folder(out, arm, seed)), dict(common or {})) for seed in seeds for arm in arms]
+    runs: dict[str, dict[int, dict[str, Any]]] = {arm.name: {} for arm in arms}
+
+    def record(name: str, seed: int, run: dict[str, Any]) -> None:
+        runs[name][seed] = run
+        log(f"[{name} seed {seed}] {run.get('seconds')} s {({k: round(v, 4) for k, v in run['metrics'].items() if isinstance(v, float)})}")
+
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for name, seed, run in pool.map(_train_job, jobs):
+                record(name, seed, run)
+    else:
+        for job in jobs:
+            record(*_train_job(job))
+    return runs
+
+
+def collect_seeds(arms: tuple[Arm, ...] | list[Arm], seeds: list[int], out: Path,
+                  folder: Callable[[Path, Arm, int], Path] = seed_folder) -> dict[str, dict[int, dict[str, Any]]]:
+    """The runs that finished under OUT (e.g. of a suite stopped early), arm -> seed -> run."""
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for arm in arms:
+        for seed in seeds:
+            done = finished_run(folder(out, arm, seed))
+            if done is not None:
+                runs.setdefault(arm.name, {})[seed] = done
+    return runs
+
+
+def _numeric(run: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in run["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def seed_summary(arms: tuple[Arm, ...] | list[Arm], runs: dict[str, dict[int, dict[str, Any]]], steps: int, seeds: list[int],
+                 **extra: Any) -> dict[str, Any]:
+    """Per arm: every run (by seed) and each metric's mean ± sample std over the seeds that finished; per arm
+    after the first, the paired per-seed differences from the first (the suite's reference configuration)."""
+    result: dict[str, Any] = {"steps": steps, "seeds": seeds, **extra, "arms": [], "paired": {}}
+    for arm in arms:
+        done = runs.get(arm.name, {})
+        keys = sorted({k for r in done.values() for k in _numeric(r)})
+        result["arms"].append({**dataclasses.asdict(arm), "config": {k: str(v) for k, v in arm.config.items()},
+                               "runs": {str(s): r for s, r in done.items()},
+                               "summary": {k: mean_std(_numeric(r).get(k) for r in done.values()) for k in keys}})
+    reference = runs.get(arms[0].name, {}) if arms else {}
+    for arm in arms[1:]:
+        done = runs.get(arm.name, {})
+        both = [s for s in seeds if s in done and s in reference]
+        keys = sorted({k for s in both for k in _numeric(done[s])} & {k for s in both for k in _numeric(reference[s])})
+        result["paired"][f"{arm.name} minus {arms[0].name}"] = {
+            k: mean_std(_numeric(done[s]).get(k, float("nan")) - _numeric(reference[s]).get(k, float("nan")) for s in both) for k in keys}
+    return result
+
+
 def arm_folder(root: Path, suite: str, arm: Arm, seed: int) -> Path:
     """OUT/SUITE/ARM for seed 0 (the layout single-seed runs always had), OUT/SUITE/ARM-sN for the others."""
     return root / suite / (arm.name if seed == 0 else f"{arm.name}-s{seed}")
-
-
-def finished_arm(arm: Arm, folder: Path, steps: int) -> dict[str, Any] | None:
-    """A run this suite finished earlier in `folder` (an interrupted multi-seed ablation picks up there);
-    None if there is none; refused if it trained another number of steps."""
-    if not (folder / "model.json").is_file():
-        return None
-    run = reuse_arm(arm, folder)
-    expected = max(1, round(steps * arm.step_share))
-    if run["steps"] != expected:
-        raise SystemExit(f"{folder} holds a finished {run['steps']}-step run, this ablation trains {expected}: "
-                         "remove it or pass --out elsewhere")
-    return run
-
-
-def summarise_seeds(arms: list[Arm], runs: dict[str, dict[int, dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:
-    """Per arm: mean ± sample std of each metric over seeds; per arm after the first: the paired per-seed
-    differences from the first arm (the suite's reference: the paper's configuration)."""
-    def numeric(run: dict[str, Any]) -> dict[str, float]:
-        return {k: float(v) for k, v in run["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-    summary = {arm.name: {k: mean_std(numeric(runs[arm.name][s]).get(k) for s in seeds)
-                          for k in sorted({k for s in seeds for k in numeric(runs[arm.name][s])})} for arm in arms}
-    reference = arms[0].name
-    paired = {}
-    for arm in arms[1:]:
-        keys = sorted(set(summary[arm.name]) & set(summary[reference]))
-        paired[f"{arm.name} minus {reference}"] = {
-            k: mean_std(numeric(runs[arm.name][s]).get(k, float("nan")) - numeric(runs[reference][s]).get(k, float("nan")) for s in seeds)
-            for k in keys}
-    return {"summary": summary, "paired": paired}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{tag} reused {reuse[arm.name]}")
                 continue
             out = arm_folder(args.out, args.suite, arm, seed)
-            done = finished_arm(arm, out, args.steps)
+            done = finished_run(out, max(1, round(args.steps * arm.step_share)))
             if done is not None:
                 runs[arm.name][seed] = done
                 log(f"{tag} finished earlier in {out}")
@@ -256,14 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m zoo.bench.ablation " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
     document = new_document(f"ablation-{args.suite}", quick=False, machine=machine_info(threads), command=command,
                             steps=args.steps, seed=seeds[0], seeds=seeds, common_overrides=common)
-    spread = summarise_seeds(arms, runs, seeds)
+    spread = seed_summary(arms, runs, args.steps, seeds)
+    summary = {a["name"]: a["summary"] for a in spread["arms"]}
     # "metrics" etc. of the first seed at the top of each arm, as single-seed documents always had them
     document["arms"] = [{**dataclasses.asdict(arm), **runs[arm.name][seeds[0]], "latency_batch1": latency[arm.name],
-                         "seeds": {str(s): runs[arm.name][s] for s in seeds}, "summary": spread["summary"][arm.name]} for arm in arms]
+                         "seeds": {str(s): runs[arm.name][s] for s in seeds}, "summary": summary[arm.name]} for arm in arms]
     document["paired"] = spread["paired"]
     path = write_document(document, args.results)
-    names = sorted({k for arm in arms for k in spread["summary"][arm.name]})
-    rows = [[arm.name, runs[arm.name][seeds[0]]["steps"], *[_spread(spread["summary"][arm.name].get(k)) for k in names],
+    names = sorted({k for arm in arms for k in summary[arm.name]})
+    rows = [[arm.name, runs[arm.name][seeds[0]]["steps"], *[_spread(summary[arm.name].get(k)) for k in names],
              latency[arm.name]["median_ms"]] for arm in arms]
     print(format_table(rows, ["arm", "steps", *names, "latency ms (b1)"]))
     if len(seeds) > 1:

@@ -24,17 +24,13 @@ Writes bench/results/anytext-ablation-cpu-<date>.json; tables print mean ± samp
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from zoo.bench.ablation import Arm, train_arm
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, mean_std, new_document, pin_threads, write_document
+from zoo.bench.ablation import Arm, collect_seeds, seed_summary, train_seeds
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
 
 COMMON = {"eval_images": "100"}
 ARMS = (
@@ -47,51 +43,15 @@ ARMS = (
 
 
 
-def _folder(out: Path, arm: Arm, seed: int) -> Path:
-    return out / arm.name / f"seed{seed}"
-
-
-def _finished(folder: Path) -> dict[str, Any]:
-    meta = json.loads((folder / "model.json").read_text())
-    return {"weights": str(folder / "model.safetensors"), "metrics": meta["metrics"], "seconds": meta.get("seconds"), "steps": meta.get("steps")}
-
-
-def _run_one(job: tuple[Arm, int, int, str]) -> tuple[str, int, dict[str, Any]]:
-    arm, steps, seed, out = job
-    torch.set_num_threads(1)
-    folder = _folder(Path(out), arm, seed)
-    if (folder / "model.json").is_file():
-        return arm.name, seed, _finished(folder)
-    arm = dataclasses.replace(arm, train={**COMMON, **arm.train})
-    return arm.name, seed, train_arm(arm, steps, seed, folder)
-
-
-def summarise(runs: dict[str, dict[int, dict[str, Any]]], steps: int, seeds: list[int]) -> dict[str, Any]:
-    result: dict[str, Any] = {"steps": steps, "seeds": seeds, "common": COMMON, "arms": []}
-    for arm in ARMS:
-        done = runs.get(arm.name, {})
-        keys = sorted({k for r in done.values() for k, v in r["metrics"].items() if isinstance(v, (int, float))})
-        result["arms"].append({**dataclasses.asdict(arm), "runs": {str(s): r for s, r in done.items()},
-                               "summary": {k: mean_std([r["metrics"][k] for r in done.values() if k in r["metrics"]]) for k in keys}})
-    return result
-
-
 def run_suite(steps: int, seeds: list[int], workers: int, out: Path, collect_only: bool = False) -> dict[str, Any]:
-    runs: dict[str, dict[int, dict[str, Any]]] = {a.name: {} for a in ARMS}
     started = time.time()
     if collect_only:
-        for arm in ARMS:
-            for seed in seeds:
-                if (_folder(out, arm, seed) / "model.json").is_file():
-                    runs[arm.name][seed] = _finished(_folder(out, arm, seed))
+        runs = collect_seeds(ARMS, seeds, out)
     else:
         # the central claim (full vs plain) on every seed first, then the paper's ablation arms
-        jobs = [(arm, steps, seed, str(out)) for pair in (ARMS[:2], ARMS[2:]) for seed in seeds for arm in pair]
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for name, seed, run in pool.map(_run_one, jobs):
-                runs[name][seed] = run
-                log(f"[{name} seed {seed}] {run.get('seconds')} s {({k: round(v, 4) for k, v in run['metrics'].items()})}")
-    result = summarise(runs, steps, seeds)
+        runs = train_seeds(ARMS[:2], steps, seeds, out, workers, COMMON)
+        runs.update(train_seeds(ARMS[2:], steps, seeds, out, workers, COMMON))
+    result = seed_summary(ARMS, runs, steps, seeds, common=COMMON)
     result["wall_s"] = round(time.time() - started, 1)
     return result
 

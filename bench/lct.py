@@ -30,14 +30,13 @@ import argparse
 import dataclasses
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from zoo.bench.ablation import Arm, build_arm, train_arm
+from zoo.bench.ablation import Arm, build_arm, collect_seeds, seed_summary, train_seeds
 from zoo.bench.common import (
     RESULTS_DIR,
     format_table,
@@ -112,19 +111,6 @@ def tails(seeds: list[int], images: int, autoencoder: str | None = None) -> dict
 
 
 
-def _run_one(job: tuple[Arm, int, int, str, dict[str, str]]) -> tuple[str, int, dict[str, Any]]:
-    arm, steps, seed, out, common = job
-    torch.set_num_threads(1)
-    arm = dataclasses.replace(arm, train={**arm.train, **common})
-    folder = Path(out) / arm.name.replace("+", "plus-") / f"seed{seed}"
-    if (folder / "model.json").is_file():  # a finished run (resume the suite after a stop)
-        meta = json.loads((folder / "model.json").read_text())
-        return arm.name, seed, {"weights": str(folder / "model.safetensors"), "metrics": meta["metrics"],
-                                "seconds": meta.get("seconds"), "steps": meta.get("steps")}
-    run = train_arm(arm, steps, seed, folder)
-    return arm.name, seed, run
-
-
 def speed(runs: dict[str, dict[int, dict[str, Any]]], all_arms: tuple[Arm, ...], budget_s: float, batch: int = 64) -> dict[str, Any]:
     """Seconds per image: one-step (and two-step) sLCT against the diffusion baseline, interleaved."""
     by_name = {a.name: a for a in all_arms}
@@ -144,48 +130,22 @@ def speed(runs: dict[str, dict[int, dict[str, Any]]], all_arms: tuple[Arm, ...],
     return out
 
 
-def summarise(chosen: tuple[Arm, ...], runs: dict[str, dict[int, dict[str, Any]]], steps: int, seeds: list[int]) -> dict[str, Any]:
-    """Per arm: every run's metrics and their mean ± sample std over the seeds that finished."""
-    result: dict[str, Any] = {"steps": steps, "seeds": seeds, "arms": []}
-    for arm in chosen:
-        done = runs.get(arm.name, {})
-        keys = sorted({k for r in done.values() for k, v in r["metrics"].items() if isinstance(v, (int, float))})
-        result["arms"].append({**dataclasses.asdict(arm), "config": {k: str(v) for k, v in arm.config.items()},
-                               "runs": {str(s): r for s, r in done.items()},
-                               "summary": {k: mean_std([r["metrics"][k] for r in done.values() if k in r["metrics"]]) for k in keys}})
-    return result
-
-
 def collect(out: Path, steps: int, seeds: list[int]) -> dict[str, Any]:
     """The finished runs under OUT (ARM/seedS/model.json), e.g. of a suite stopped early."""
     chosen = arms()
-    runs: dict[str, dict[int, dict[str, Any]]] = {}
-    for arm in chosen:
-        for seed in seeds:
-            meta_path = out / arm.name.replace("+", "plus-") / f"seed{seed}" / "model.json"
-            if meta_path.is_file():
-                meta = json.loads(meta_path.read_text())
-                runs.setdefault(arm.name, {})[seed] = {"weights": str(meta_path.with_name("model.safetensors")),
-                                                       "metrics": meta["metrics"], "seconds": meta.get("seconds"),
-                                                       "steps": meta.get("steps")}
-    result = summarise(tuple(a for a in chosen if a.name in runs), runs, steps, seeds)
+    runs = collect_seeds(chosen, seeds, out)
+    result = seed_summary(tuple(a for a in chosen if a.name in runs), runs, steps, seeds)
     if {"+adaptive-c", "edm"} <= set(runs):
         result["speed"] = speed(runs, chosen, budget_s=60.0)
     return result
 
 
 def ablation(steps: int, seeds: list[int], workers: int, out: Path, only: set[str], common: dict[str, str]) -> dict[str, Any]:
-    """`common`: training overrides every arm gets (`--set`), e.g. the codec or the EMA rate."""
+    """`common`: training overrides every arm gets (`--set`, e.g. the codec or the EMA rate; an arm's own win)."""
     chosen = tuple(a for a in arms() if not only or a.name in only)
-    jobs = [(arm, steps, seed, str(out), common) for seed in seeds for arm in chosen]
-    runs: dict[str, dict[int, dict[str, Any]]] = {a.name: {} for a in chosen}
     started = time.time()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for name, seed, run in pool.map(_run_one, jobs):
-            runs[name][seed] = run
-            metrics = {k: round(v, 3) for k, v in run["metrics"].items() if k.startswith(("fid", "precision", "recall"))}
-            log(f"[{name} seed {seed}] {run.get('seconds')} s {metrics}")
-    result = summarise(chosen, runs, steps, seeds)
+    runs = train_seeds(chosen, steps, seeds, out, workers, common)
+    result = seed_summary(chosen, runs, steps, seeds)
     result["wall_s"] = round(time.time() - started, 1)
     if {"+adaptive-c", "edm"} <= set(runs):
         result["speed"] = speed(runs, chosen, budget_s=60.0)

@@ -23,22 +23,19 @@ Writes bench/results/nct-<suite>-<date>.json; tables print mean ± sample std ov
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from zoo.bench.ablation import Arm, build_arm, train_arm
+from zoo.bench.ablation import Arm, build_arm, collect_seeds, seed_summary, train_seeds
 from zoo.bench.common import (
     RESULTS_DIR,
     format_table,
     log,
     machine_info,
-    mean_std,
     measure_interleaved,
     new_document,
     pin_threads,
@@ -64,25 +61,6 @@ def suites() -> dict[str, tuple[Arm, ...]]:
     }
 
 
-
-
-def _folder(out: Path, arm: Arm, seed: int) -> Path:
-    return out / arm.name / f"seed{seed}"
-
-
-def _run_one(job: tuple[Arm, int, int, str]) -> tuple[str, int, dict[str, Any]]:
-    arm, steps, seed, out = job
-    torch.set_num_threads(1)
-    folder = _folder(Path(out), arm, seed)
-    if (folder / "model.json").is_file():
-        return arm.name, seed, _finished(folder)
-    arm = dataclasses.replace(arm, train={**COMMON, **arm.train})
-    return arm.name, seed, train_arm(arm, steps, seed, folder)
-
-
-def _finished(folder: Path) -> dict[str, Any]:
-    meta = json.loads((folder / "model.json").read_text())
-    return {"weights": str(folder / "model.safetensors"), "metrics": meta["metrics"], "seconds": meta.get("seconds"), "steps": meta.get("steps")}
 
 
 def speed(arms: dict[str, Arm], runs: dict[str, dict[int, dict[str, Any]]], budget_s: float = 60.0, batch: int = 64) -> dict[str, Any]:
@@ -114,32 +92,11 @@ def speed(arms: dict[str, Arm], runs: dict[str, dict[int, dict[str, Any]]], budg
     return out
 
 
-def summarise(chosen: tuple[Arm, ...], runs: dict[str, dict[int, dict[str, Any]]], steps: int, seeds: list[int]) -> dict[str, Any]:
-    result: dict[str, Any] = {"steps": steps, "seeds": seeds, "common": COMMON, "arms": []}
-    for arm in chosen:
-        done = runs.get(arm.name, {})
-        keys = sorted({k for r in done.values() for k, v in r["metrics"].items() if isinstance(v, (int, float))})
-        result["arms"].append({**dataclasses.asdict(arm), "runs": {str(s): r for s, r in done.items()},
-                               "summary": {k: mean_std([r["metrics"][k] for r in done.values() if k in r["metrics"]]) for k in keys}})
-    return result
-
-
 def run_suite(suite: str, steps: int, seeds: list[int], workers: int, out: Path, collect_only: bool = False) -> dict[str, Any]:
     chosen = suites()[suite]
-    runs: dict[str, dict[int, dict[str, Any]]] = {a.name: {} for a in chosen}
     started = time.time()
-    if collect_only:
-        for arm in chosen:
-            for seed in seeds:
-                if (_folder(out, arm, seed) / "model.json").is_file():
-                    runs[arm.name][seed] = _finished(_folder(out, arm, seed))
-    else:
-        jobs = [(arm, steps, seed, str(out)) for seed in seeds for arm in chosen]
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for name, seed, run in pool.map(_run_one, jobs):
-                runs[name][seed] = run
-                log(f"[{name} seed {seed}] {run.get('seconds')} s {({k: round(v, 4) for k, v in run['metrics'].items()})}")
-    result = summarise(chosen, runs, steps, seeds)
+    runs = collect_seeds(chosen, seeds, out) if collect_only else train_seeds(chosen, steps, seeds, out, workers, COMMON)
+    result = seed_summary(chosen, runs, steps, seeds, common=COMMON)
     result["wall_s"] = round(time.time() - started, 1)
     by_name = {a.name: a for a in chosen}
     if suite == "ablation" and runs.get("full") and runs.get("data-4step"):

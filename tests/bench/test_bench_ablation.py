@@ -78,3 +78,21 @@ def test_seeds_give_mean_spread_and_paired_differences_and_resume(tmp_path, monk
     assert "finished earlier" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="1-step run, this ablation trains 2"):
         ablation.main([*argv[:2], "2", *argv[3:]])
+
+
+def test_family_suites_train_per_seed_pick_finished_runs_up_and_pair_with_the_first_arm(tmp_path):
+    """train_seeds / collect_seeds / seed_summary: the pool runner the family suites (anytext, nct, lct) share."""
+    arms = (ablation.Arm("a+b", "vidt", train=TINY), ablation.Arm("c", "vidt", train={**TINY, "lr": "0.0003"}))
+    runs = ablation.train_seeds(arms, 1, [0, 1], tmp_path, common={"lr": "0.0002", "val_images": "3"})
+    assert (tmp_path / "aplus-b" / "seed1" / "model.json").is_file()  # "+" spelt "plus-" on disk
+    meta = json.loads((tmp_path / "c" / "seed0" / "model.json").read_text())
+    assert meta["train_config"]["lr"] == 0.0003 and meta["train_config"]["val_images"] == 2  # the arm's own overrides win
+    assert ablation.collect_seeds(arms, [0, 1, 2], tmp_path).keys() == {"a+b", "c"}
+    again = ablation.train_seeds(arms, 1, [0, 1], tmp_path)  # finished: read back, not retrained
+    assert again["c"][1]["metrics"] == runs["c"][1]["metrics"]
+    with pytest.raises(SystemExit, match="1-step run, this ablation trains 2"):
+        ablation.train_seeds(arms, 2, [0], tmp_path)
+    result = ablation.seed_summary(arms, runs, 1, [0, 1], common={"x": "1"})
+    ap = [runs["c"][s]["metrics"]["box_AP"] - runs["a+b"][s]["metrics"]["box_AP"] for s in (0, 1)]
+    assert result["common"] == {"x": "1"} and result["arms"][1]["summary"]["box_AP"]["n"] == 2
+    assert result["paired"]["c minus a+b"]["box_AP"]["values"] == pytest.approx(ap)

@@ -2,8 +2,9 @@
 
 import numpy as np
 
+from zoo.bench.ablation import seed_summary
 from zoo.bench.common import mean_std
-from zoo.bench.lct import ICT, _tail_stats, arms, summarise
+from zoo.bench.lct import ICT, _tail_stats, arms
 
 
 def test_each_arm_adds_one_technique():
@@ -29,5 +30,5 @@ def test_tail_statistics():
 def test_summary_over_seeds():
     ict = arms()[0]
     runs = {"ict": {0: {"metrics": {"fid_1step": 10.0}}, 1: {"metrics": {"fid_1step": 14.0}}}}
-    summary = summarise((ict,), runs, steps=5, seeds=[0, 1])["arms"][0]["summary"]["fid_1step"]
+    summary = seed_summary((ict,), runs, steps=5, seeds=[0, 1])["arms"][0]["summary"]["fid_1step"]
     assert summary == mean_std([10.0, 14.0]) and summary["mean"] == 12.0 and abs(summary["std"] - 2.828) < 1e-3

@@ -156,6 +156,8 @@ def _check_example(card: Any, pipeline: Any, variant: str, example: str, expect:
         image = load_image(example)
         result = pipeline.predict(card.example_input(example), **_options(card, expect))
         result.draw(image) if _draw_takes_image(result) else result.draw()
+        if "clean" in expect and not str(expect["clean"]).startswith("skimage:"):
+            expect = {**expect, "clean": str(Path(example).with_name(expect["clean"]))}  # a reference beside the example
         if expect.get("check") in CHECKS_WITH_INPUT:
             problems += CHECKS_WITH_INPUT[expect["check"]](result, expect, np.asarray(image, dtype=np.float64))
         elif expect:

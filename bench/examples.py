@@ -1,6 +1,6 @@
 """Write the bundled demo examples with what each is meant to show (`STEM.expect.json`).
 
-    python -m zoo.bench.examples vidt oneformer efficientad docdiff
+    python -m zoo.bench.examples vidt oneformer efficientad docdiff interlcm
 
 Each example is drawn by the family's procedural generator under a seed no training run uses
 (`EXAMPLE_SEED`), so the bundled weights never saw it, and its ground truth (boxes and classes,
@@ -130,11 +130,36 @@ def document_examples(folder: Path) -> list[Path]:
     return paths
 
 
+FACE_EXAMPLE_SIZE = 256  # the astronaut photo's side: MTCNN finds its degraded face on every draw tried (at 192 px, 5 of 6)
+
+
+def face_examples(folder: Path) -> list[Path]:
+    """InterLCM: scikit-image's astronaut photo with one fixed CodeFormer degradation (blur sigma 1.2, x3 down,
+    noise 8, JPEG 60), its clean version beside it (`astronaut-clean.png`, the restoration check's reference)."""
+    import cv2
+    import skimage.data
+
+    from zoo.data._rng import rng_for
+    from zoo.data.degradation import CodeFormerDegradation, codeformer_degrade
+
+    size = FACE_EXAMPLE_SIZE
+    clean = cv2.resize(np.asarray(skimage.data.astronaut()), (size, size), interpolation=cv2.INTER_AREA)
+    fixed = CodeFormerDegradation(blur_sigma=(1.2, 1.2), downsample_range=(3.0, 3.0), noise_range=(8.0, 8.0), jpeg_range=(60, 61),
+                                  iso_prob=1.0)
+    degraded = codeformer_degrade(clean.astype(np.float32) / 255.0, rng_for(EXAMPLE_SEED, "interlcm-example"), fixed)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_png(folder / "astronaut-clean.png", clean)
+    return [_write(folder, "astronaut-degraded", (degraded * 255 + 0.5).astype(np.uint8), {
+        "check": "restoration", "generator": "zoo.data.degradation.codeformer_degrade (blur 1.2, x3, noise 8, JPEG 60) "
+        "on scikit-image's astronaut", "seed": EXAMPLE_SEED, "clean": "astronaut-clean.png", "task": "face restoration"})]
+
+
 WRITERS: dict[str, tuple[str, Callable[[Path], list[Path]]]] = {
     "vidt": ("vidt", detection_examples),
     "oneformer": ("oneformer", segmentation_examples),
     "efficientad": ("efficientad", anomaly_examples),
     "docdiff": ("docdiff", document_examples),
+    "interlcm": ("interlcm", face_examples),
 }
 
 

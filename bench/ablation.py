@@ -313,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     latency = arm_latency(arms, {arm.name: runs[arm.name][seeds[0]] for arm in arms}, args.latency_budget_s)
 
     command = "python -m zoo.bench.ablation " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    document = new_document(f"ablation-{args.suite}", quick=False, machine=machine_info(threads), command=command,
+    # several seeds: a name of its own, so a same-day single-seed document (or another budget) is not overwritten
+    name = f"ablation-{args.suite}" if len(seeds) == 1 else f"ablation-{args.suite}-{len(seeds)}seeds-{args.steps}steps"
+    document = new_document(name, quick=False, machine=machine_info(threads), command=command,
                             steps=args.steps, seed=seeds[0], seeds=seeds, common_overrides=common)
     spread = seed_summary(arms, runs, args.steps, seeds)
     summary = {a["name"]: a["summary"] for a in spread["arms"]}

@@ -65,7 +65,7 @@ def test_seeds_give_mean_spread_and_paired_differences_and_resume(tmp_path, monk
     meta = json.loads((tmp_path / "runs" / "tiny" / "b-s1" / "model.json").read_text())
     assert meta["train_config"]["lr"] == 0.0003 and meta["train_config"]["val_images"] == 2  # the common override; the arm's own wins
     assert {p.name for p in (tmp_path / "runs" / "tiny").iterdir()} == {"a", "a-s1", "b", "b-s1"}
-    doc = json.loads(next(tmp_path.glob("ablation-tiny-*.json")).read_text())
+    doc = json.loads(next(tmp_path.glob("ablation-tiny-2seeds-1steps-*.json")).read_text())  # not a single-seed document's name
     assert doc["seeds"] == [0, 1]
     arm_a = doc["arms"][0]
     ap = [arm_a["seeds"][s]["metrics"]["box_AP"] for s in ("0", "1")]

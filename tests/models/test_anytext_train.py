@@ -71,3 +71,20 @@ def test_training_loss_falls():
     assert losses[-1] < 0.7 * losses[0]
     # the embedding module learns from the first step (its projection starts at zero)
     assert model.embedding.proj[0].weight.abs().sum() > 0
+
+
+def test_training_standardises_the_registry_vae_to_unit_variance_on_its_images():
+    """The DDPM schedule assumes unit-variance latents (SD's 0.18215); the registry codec ships with sLCT's 0.5."""
+    from zoo.models.anytext.train import build_task
+
+    model = registry.build_pipeline("anytext", "micro").model
+    config = AnyTextTrainConfig(train_images=64, latent_std_images=64)
+    task = build_task(model, "synthetic", config, seed=0, workdir=None)
+    images = torch.stack([task.dataset[i]["image"] for i in range(64)])
+    with torch.no_grad():
+        latents = model.codec.encode(images)
+    assert latents.std(dim=(0, 2, 3)).sub(1).abs().max() < 0.02 and latents.mean(dim=(0, 2, 3)).abs().max() < 0.02
+    kept = registry.build_pipeline("anytext", "micro").model
+    build_task(kept, "synthetic", AnyTextTrainConfig(train_images=64, latent_std=0), seed=0, workdir=None)
+    with torch.no_grad():
+        assert kept.codec.encode(images).std() < 0.6  # the registry's own statistics (std 0.5 on its images)

@@ -58,6 +58,11 @@ class AnyTextTrainConfig(TrainConfig):
     eval_images: int = 100  # held-out procedural images scored by finalize (Sen.ACC, NED)
     eval_steps: int = 20
     autoencoder: str = "registry"  # the frozen VAE: "registry" (the autoencoder-kl family's bundled micro-f4), "keep"
+    # the registry VAE's latents standardised to this std on the training images: LDM's unit-variance rescaling
+    # (Rombach et al. 2022, Sec. 4.3.2; SD's 0.18215), which the DDPM schedule assumes; our codecs ship with
+    # sLCT's 0.5, whose 5x lower signal-to-noise ratio at every t left the micro's samples as texture. 0: keep
+    latent_std: float = 1.0
+    latent_std_images: int = 256
 
 
 class WordConditionSet(torch.utils.data.Dataset):
@@ -207,8 +212,11 @@ class AnyTextTrainable(nn.Module):
         return out
 
 
-def _load_autoencoder(model: AnyTextModel, source: str) -> None:
-    """The frozen VAE from the registry's autoencoder-kl family (its bundled weights for the variant's preset)."""
+def _load_autoencoder(model: AnyTextModel, source: str, dataset: WordConditionSet | None = None,
+                      latent_std: float = 0.0, count: int = 256) -> None:
+    """The frozen VAE from the registry's autoencoder-kl family (its bundled weights for the variant's preset);
+    with `latent_std` > 0, its latents standardised to that std on `count` of `dataset`'s images (saved with
+    the weights: the codec's `scaling` and `shift` buffers)."""
     if source == "keep":
         return
     from zoo.registry import create_model
@@ -221,6 +229,10 @@ def _load_autoencoder(model: AnyTextModel, source: str) -> None:
     if missing:
         raise RuntimeError(f"autoencoder-kl/{preset} lacks codec keys {missing[:5]}")
     model.codec.load_state_dict({k: state[k] for k in own})
+    if latent_std > 0 and dataset is not None:
+        images = [torch.from_numpy(np.array(dataset.record(i)[0])).permute(2, 0, 1).float() / 255 for i in range(min(count, len(dataset)))]
+        model.codec.sigma_data = float(latent_std)
+        model.codec.fit(torch.stack(images[i:i + 32]) for i in range(0, len(images), 32))
 
 
 def _saved_model(module: Any) -> nn.Module:
@@ -259,9 +271,19 @@ def evaluate_ocr(model: AnyTextModel, config: AnyTextTrainConfig, count: int, se
         generated += [r.images[0] for r in results]
     ours = ocr_accuracy(generated, lines, polygons)
     ceiling = ocr_accuracy(truths, lines, polygons)
+    # a latent model's own ceiling: the ground truth through its frozen VAE (encode, decode)
+    codec = ocr_accuracy(_codec_round_trip(model, truths), lines, polygons)
     return {"sen_acc": ours["sen_acc"], "ned": ours["ned"], "lines": ours["lines"],
             "sen_acc_ground_truth": ceiling["sen_acc"], "ned_ground_truth": ceiling["ned"],
+            "sen_acc_codec": codec["sen_acc"], "ned_codec": codec["ned"],
             "ocr_feature_mse": ocr_feature_distance(model, generated, truths, polygons)}
+
+
+@torch.no_grad()
+def _codec_round_trip(model: AnyTextModel, images: list[np.ndarray]) -> list[np.ndarray]:
+    x = torch.stack([torch.as_tensor(np.asarray(im), dtype=torch.float32).permute(2, 0, 1) / 255 for im in images])
+    out = torch.cat([model.codec.decode(model.codec.encode(part)) for part in x.split(25)])
+    return [(im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for im in out]
 
 
 @torch.no_grad()
@@ -289,7 +311,6 @@ def ocr_feature_distance(model: AnyTextModel, generated: list[np.ndarray], truth
 
 def build_task(model: AnyTextModel, data: str, config: AnyTextTrainConfig, seed: int, workdir: Any) -> TrainTask:
     """`zoo train anytext`: procedural word images (--data synthetic) or an AnyWord-3M JSON file."""
-    _load_autoencoder(model, config.autoencoder)
     model.config.embedding_module = bool(config.embedding_module and config.control)
     cfg = model.config
     scale = cfg.glyph_scale
@@ -299,6 +320,7 @@ def build_task(model: AnyTextModel, data: str, config: AnyTextTrainConfig, seed:
     else:
         dataset = WordConditionSet(cfg.image_size, scale, cfg.max_lines, cfg.max_chars, config, seed, anyword=data)
         described = f"AnyWord-3M JSON {data} ({len(dataset)} images)"
+    _load_autoencoder(model, config.autoencoder, dataset, config.latent_std, config.latent_std_images)
 
     def finalize(module: Any) -> dict[str, float]:
         if data != "synthetic" or config.eval_images <= 0:

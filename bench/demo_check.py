@@ -12,7 +12,9 @@ return the card's result type and draw it. Where an example has a `STEM.expect.j
 - `anomaly`: a defective example's map peaks inside its defect's box (grown by `MARGIN_PX`), and
   the good example scores below every defective one of its card;
 - `restoration`: the restored image is closer to the clean original (PSNR) than the input is,
-  for each variant the expectation names (the demo's default and the task's own model).
+  for each variant the expectation names (the demo's default and the task's own model);
+- `text`: every line the prompt asks for is read back exactly by rapidocr from its position in the
+  generated (or edited) image, as AnyText's Sen.ACC reads it.
 
 The document lists each example with `passed` and the reasons it failed; `failed` counts them.
 """
@@ -102,11 +104,19 @@ def check_restoration(result: Any, expect: dict[str, Any], given: np.ndarray) ->
     return [] if after > before else [f"PSNR {before:.2f} -> {after:.2f} dB: the {expect['task']} model lowers it"]
 
 
+def check_text(result: Any, expect: dict[str, Any]) -> list[str]:
+    from zoo.models.anytext.metrics import read_lines
+
+    lines, positions = result.info["lines"], [np.asarray(p, np.float32) for p in result.info["positions"]]
+    read = read_lines(np.asarray(result.images[0]), positions)
+    return [f"{want!r} reads as {got!r}" for want, got in zip(lines, read) if got != want]
+
+
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(1.0 / max(float(np.mean((a - b) ** 2)), 1e-12)))
 
 
-CHECKS = {"detections": check_detections, "segments": check_segments, "anomaly": check_anomaly}
+CHECKS = {"detections": check_detections, "segments": check_segments, "anomaly": check_anomaly, "text": check_text}
 CHECKS_WITH_INPUT = {"restoration": check_restoration}
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from zoo.bench.demo_check import check_anomaly, check_card, check_detections, check_ranking, check_restoration, check_segments
+from zoo.bench.demo_check import check_anomaly, check_card, check_detections, check_ranking, check_restoration, check_segments, check_text
 from zoo.bench.examples import expect_path
 from zoo.registry import get_card, list_models
 from zoo.results import AnomalyResult, Detections, Segmentation
@@ -78,7 +78,7 @@ def test_every_checked_example_has_a_valid_expectation():
     assert {name for name, _ in checked} >= {"vidt", "vidt-plus", "oneformer", "efficientad", "docdiff", "interlcm"}
     for name, example in checked:
         expect = json.loads(expect_path(example).read_text())
-        assert expect["check"] in ("detections", "segments", "anomaly", "restoration") and "seed" in expect
+        assert expect["check"] in ("detections", "segments", "anomaly", "restoration", "text") and "seed" in expect
         assert set(expect.get("variants", [])) <= set(get_card(name).variants)
 
 
@@ -93,6 +93,18 @@ def test_restoration_must_bring_the_image_closer_to_the_clean_one():
     assert check_restoration(closer, expect, noisy) == []
     further = ImageResult([np.clip(noisy + 30, 0, 255).astype(np.uint8)])
     assert "the denoise model lowers it" in check_restoration(further, expect, noisy)[0]
+
+
+def test_text_must_be_read_back_at_its_position():
+    from zoo.data.words import word_image
+    from zoo.results import Generation
+
+    rec = word_image(1, "val", 0, 64, 1, 0.0)  # a held-out procedural word image, read perfectly by rapidocr
+    lines, positions = [line.text for line in rec.lines], [line.polygon.tolist() for line in rec.lines]
+    written = Generation([rec.image], info={"lines": lines, "positions": positions})
+    assert check_text(written, {"check": "text"}) == []
+    blank = Generation([np.full_like(rec.image, 128)], info={"lines": lines, "positions": positions})
+    assert check_text(blank, {"check": "text"}) == [f"{lines[0]!r} reads as ''"]
 
 
 CARDS_WITH_EXAMPLES = [card.name for card in list_models() if card.examples]

@@ -47,6 +47,7 @@ from zoo.bench.common import (
     measure_interleaved,
     new_document,
     pin_threads,
+    seed_list,
     write_document,
 )
 
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suite", choices=sorted(SUITES))
     parser.add_argument("--steps", type=int, default=600, help="training steps of a full arm (a single-task OneFormer arm gets a third)")
     parser.add_argument("--seed", type=int, default=0, help="one seed (see --seeds)")
-    parser.add_argument("--seeds", default="", help="comma-separated seeds, e.g. 0,1,2: every arm trains once per seed and the table "
+    parser.add_argument("--seeds", type=seed_list, default="", help="comma-separated seeds, e.g. 0,1,2: every arm trains once per seed and the table "
                         "reports mean ± sample std and each arm's paired difference from the first arm")
     parser.add_argument("--out", type=Path, default=Path("runs/ablation"),
                         help="where the arms' runs go (OUT/SUITE/ARM for seed 0, OUT/SUITE/ARM-sN for seed N); finished ones are picked up")
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     threads = pin_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()] if args.seeds else [args.seed]
+    seeds = args.seeds or [args.seed]
     arms = [a for a in SUITES[args.suite] if not args.arms or a.name in args.arms.split(",")]
     reuse = dict(item.split("=", 1) for item in args.reuse)
     common = dict(item.split("=", 1) for item in args.common)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.bench.ablation import Arm, collect_seeds, seed_summary, train_seeds
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, new_document, pin_threads, seed_list, write_document
 
 COMMON = {"eval_images": "100"}
 ARMS = (
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suite", choices=("ablation", "collect", "report"))
     parser.add_argument("path", nargs="?", type=Path, help="report: a results JSON")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("runs/anytext-ablation"))
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "report":
         print_result(json.loads(args.path.read_text()))
         return 0
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = args.seeds
     if len(seeds) < 3:
         log("warning: fewer than 3 seeds; the spread is not evidence")
     threads = pin_threads(1)

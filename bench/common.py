@@ -132,6 +132,16 @@ def mean_std(values: Iterable[float | None]) -> dict[str, Any]:
     return {"mean": statistics.fmean(kept), "std": statistics.stdev(kept) if len(kept) > 1 else 0.0, "n": len(kept), "values": kept}
 
 
+def seed_list(text: str) -> list[int]:
+    """argparse type of `--seeds`: "0,1,2" -> [0, 1, 2]; blanks skipped, anything else refused by name."""
+    try:
+        return [int(part) for part in str(text).split(",") if part.strip()]
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"seeds are comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+
+
 def round_sig(value: float | None, digits: int = 4) -> float | None:
     """Round to `digits` significant figures (JSON stays readable, nothing meaningful is lost)."""
     if value is None or not math.isfinite(value) or value == 0:

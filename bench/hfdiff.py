@@ -43,6 +43,7 @@ from zoo.bench.common import (
     measure_interleaved,
     new_document,
     pin_threads,
+    seed_list,
     write_document,
 )
 
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("suite", choices=("losses", "quality"))
     parser.add_argument("--weights", required=True)
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2")
     parser.add_argument("--steps", type=int, default=120)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     threads = pin_threads(args.threads)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = args.seeds
     if args.suite == "losses":
         result = losses(args.weights, seeds, args.steps, args.batch, args.lr, args.data)
     else:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, mean_std, new_document, pin_threads, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, mean_std, new_document, pin_threads, seed_list, write_document
 
 ARMS = {"lq-4": {"start": "lq", "steps": 4, "colour_fix": True},
         "noise-4": {"start": "noise", "steps": 4, "colour_fix": True},
@@ -66,7 +66,7 @@ def ablation(seeds: list[int], weights: str | None = None, faces: int = 120) -> 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo.bench.interlcm")
     parser.add_argument("suite", choices=("ablation",))
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2")
     parser.add_argument("--weights", default=None, help="our weights file (default: the bundled micro demo weights)")
     parser.add_argument("--faces", type=int, default=120)
     parser.add_argument("--threads", type=int, default=1)
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     threads = pin_threads(args.threads)
     torch.manual_seed(0)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = args.seeds
     results = ablation(seeds, args.weights, args.faces)
     doc = new_document("interlcm-ablation", quick=False, machine=machine_info(threads),
                        settings={"seeds": seeds, "weights": args.weights or "bundled micro-demo", "arms": ARMS}, results=results)

@@ -46,6 +46,7 @@ from zoo.bench.common import (
     measure_interleaved,
     new_document,
     pin_threads,
+    seed_list,
     write_document,
 )
 
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("suite", choices=("tails", "ablation", "collect", "report"))
     parser.add_argument("path", nargs="?", type=Path, help="report: a results JSON written by the ablation")
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--images", type=int, default=2048, help="tails: images per seed")
     parser.add_argument("--arms", default="", help="comma-separated subset of the ablation's arms")
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "report":
         print_ablation(json.loads(args.path.read_text()))
         return 0
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = args.seeds
     if len(seeds) < 3:
         log("warning: fewer than 3 seeds; the spread is not evidence")
     threads = pin_threads(1)

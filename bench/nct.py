@@ -39,6 +39,7 @@ from zoo.bench.common import (
     measure_interleaved,
     new_document,
     pin_threads,
+    seed_list,
     write_document,
 )
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", nargs="?", type=Path, help="report: a results JSON")
     parser.add_argument("--of", default="ablation", choices=("ablation", "controls"), help="collect: which suite's runs")
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="run folders (default runs/nct-SUITE)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR)
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "report":
         print_result(json.loads(args.path.read_text()))
         return 0
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    seeds = args.seeds
     if len(seeds) < 3:
         log("warning: fewer than 3 seeds; the spread is not evidence")
     suite = args.of if args.suite == "collect" else args.suite

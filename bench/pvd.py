@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from zoo.bench.ablation import Arm, build_arm, train_arm
-from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, mean_std, new_document, pin_threads, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, log, machine_info, mean_std, new_document, pin_threads, seed_list, write_document
 
 KEYS = ("acc@0.5", "box_iou", "mIoU", "oIoU", "acc@0.5_relation")
 # CPU-sized runs: fewer scenes than the demo run, so rendering the data does not eat the budget
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="suite", required=True)
     a = sub.add_parser("ablation")
     a.add_argument("--steps", type=int, default=600)
-    a.add_argument("--seeds", default="0,1,2")
+    a.add_argument("--seeds", type=seed_list, default="0,1,2")
     a.add_argument("--batch", type=int, default=16)
     a.add_argument("--out", type=Path, default=Path("runs/pvd-ablation"))
     s = sub.add_parser("steps")
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     threads = pin_threads(1)
     if args.suite == "ablation":
-        result = ablation(args.steps, [int(x) for x in args.seeds.split(",")], args.out, args.batch)
+        result = ablation(args.steps, args.seeds, args.out, args.batch)
     else:
         result = steps_sweep(args.weights.split(","), [int(x) for x in args.steps.split(",")], args.expressions, args.rounds)
     document = new_document(f"pvd-{args.suite}", quick=False, machine=machine_info(threads), result=result)

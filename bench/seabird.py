@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.bench.common import mean_std
+from zoo.bench.common import mean_std, seed_list
 
 RESULTS_DIR = Path(__file__).parent / "results"
 LENGTHS = (4.0, 12.0)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--workers", type=int, default=3, help="ablation: one process (one thread) per seed")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", type=seed_list, default="0,1,2")
     parser.add_argument("--samples", type=int, default=4000, help="theory: Monte Carlo samples per sigma")
     parser.add_argument("--out", type=Path, default=Path("runs/seabird-ablation"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         theory(args.samples, 0, args.results)
     elif args.suite == "ablation":
         extra = [x for kv in args.set for x in ("--set", kv)] + (["--weights", args.init] if args.init else [])
-        ablation(args.steps, [int(s) for s in args.seeds.split(",")], args.out, args.results, extra, args.batch, args.workers, args.tag)
+        ablation(args.steps, args.seeds, args.out, args.results, extra, args.batch, args.workers, args.tag)
     else:
         if args.path is None:
             parser.error("report needs the JSON path")

@@ -108,6 +108,8 @@ def check_text(result: Any, expect: dict[str, Any]) -> list[str]:
     from zoo.models.anytext.metrics import read_lines
 
     lines, positions = result.info["lines"], [np.asarray(p, np.float32) for p in result.info["positions"]]
+    if "lines" in expect and list(expect["lines"]) != list(lines):
+        return [f"the prompt asked for {lines}, the example expects {expect['lines']}"]
     read = read_lines(np.asarray(result.images[0]), positions)
     return [f"{want!r} reads as {got!r}" for want, got in zip(lines, read) if got != want]
 

@@ -18,7 +18,8 @@ same way give the ceiling.
 - `no-embedding`: the text embedding module off (the paper's ablation: 20.2 % -> 46.0 % Sen.ACC with it);
 - `no-perceptual`: the text perceptual loss off (the paper: 46.0 % -> 50.0 % with it).
 
-Writes bench/results/anytext-ablation-cpu-<date>.json; tables print mean ± sample std over seeds.
+Writes bench/results/anytext-ablation-Nseeds-Ksteps-cpu-<date>.json (anytext-ablation-cpu-<date>.json for one seed); tables
+print mean ± sample std over seeds.
 """
 
 from __future__ import annotations
@@ -57,13 +58,16 @@ def run_suite(steps: int, seeds: list[int], workers: int, out: Path, collect_onl
 
 
 def print_result(result: dict[str, Any]) -> None:
-    cols = ["sen_acc", "ned", "ocr_feature_mse", "sen_acc_ground_truth"]
+    cols = ["sen_acc", "ned", "ocr_feature_mse", "sen_acc_ground_truth", "sen_acc_codec"]
 
-    def cell(arm: dict[str, Any], key: str) -> str:
-        s = arm["summary"].get(key)
-        return f"{s['mean']:.3f} ± {s['std']:.3f}" if s else "—"
+    def cell(summary: dict[str, Any], key: str) -> str:
+        s = summary.get(key)
+        return f"{s['mean']:.3f} ± {s['std']:.3f} (n={s['n']})" if s and s.get("n") else "—"
 
-    print(format_table([[a["name"], *[cell(a, k) for k in cols]] for a in result["arms"]], ["arm", *cols]))
+    print(format_table([[a["name"], *[cell(a["summary"], k) for k in cols]] for a in result["arms"]], ["arm", *cols]))
+    paired = [[name, *[cell(diff, k) for k in cols[:3]]] for name, diff in result.get("paired", {}).items() if diff]
+    if paired:
+        print(format_table(paired, ["paired, per seed", *cols[:3]]))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         log("warning: fewer than 3 seeds; the spread is not evidence")
     threads = pin_threads(1)
     command = "python -m zoo.bench.anytext " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
-    document = new_document("anytext-ablation", quick=False, machine=machine_info(threads), command=command)
+    name = "anytext-ablation" if len(seeds) == 1 else f"anytext-ablation-{len(seeds)}seeds-{args.steps}steps"  # as bench/ablation.py
+    document = new_document(name, quick=False, machine=machine_info(threads), command=command)
     document.update(run_suite(args.steps, seeds, args.workers, args.out, collect_only=args.suite == "collect"))
     print_result(document)
     path = write_document(document, args.results)

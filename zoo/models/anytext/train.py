@@ -230,9 +230,9 @@ def _load_autoencoder(model: AnyTextModel, source: str, dataset: WordConditionSe
         raise RuntimeError(f"autoencoder-kl/{preset} lacks codec keys {missing[:5]}")
     model.codec.load_state_dict({k: state[k] for k in own})
     if latent_std > 0 and dataset is not None:
-        images = [torch.from_numpy(np.array(dataset.record(i)[0])).permute(2, 0, 1).float() / 255 for i in range(min(count, len(dataset)))]
+        images = _image_batch([dataset.record(i)[0] for i in range(min(count, len(dataset)))])
         model.codec.sigma_data = float(latent_std)
-        model.codec.fit(torch.stack(images[i:i + 32]) for i in range(0, len(images), 32))
+        model.codec.fit(images.split(32))
 
 
 def _saved_model(module: Any) -> nn.Module:
@@ -279,11 +279,16 @@ def evaluate_ocr(model: AnyTextModel, config: AnyTextTrainConfig, count: int, se
             "ocr_feature_mse": ocr_feature_distance(model, generated, truths, polygons)}
 
 
+def _image_batch(images: list[np.ndarray]) -> torch.Tensor:
+    """(H, W, 3) uint8 images -> (B, 3, H, W) float in [0, 1]."""
+    return torch.stack([torch.as_tensor(np.asarray(im), dtype=torch.float32).permute(2, 0, 1) / 255 for im in images])
+
+
 @torch.no_grad()
 def _codec_round_trip(model: AnyTextModel, images: list[np.ndarray]) -> list[np.ndarray]:
-    x = torch.stack([torch.as_tensor(np.asarray(im), dtype=torch.float32).permute(2, 0, 1) / 255 for im in images])
-    out = torch.cat([model.codec.decode(model.codec.encode(part)) for part in x.split(25)])
-    return [(im.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) for im in out]
+    from .pipeline import _to_uint8
+
+    return [_to_uint8(im) for part in _image_batch(images).split(25) for im in model.codec.decode(model.codec.encode(part))]
 
 
 @torch.no_grad()
@@ -296,8 +301,7 @@ def ocr_feature_distance(model: AnyTextModel, generated: list[np.ndarray], truth
     from .loss import text_perceptual_loss
 
     size = model.config.image_size
-    to_tensor = lambda images: torch.stack([torch.as_tensor(np.asarray(im), dtype=torch.float32).permute(2, 0, 1) / 255 for im in images])  # noqa: E731
-    gen, gt = to_tensor(generated), to_tensor(truths)
+    gen, gt = _image_batch(generated), _image_batch(truths)
     boxes = torch.zeros(len(polygons), max(1, max(len(p) for p in polygons)), 4, dtype=torch.int64)
     for i, polys in enumerate(polygons):
         for k, polygon in enumerate(polys):

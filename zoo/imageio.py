@@ -149,10 +149,15 @@ def to_tensor(image: Image.Image, size: int | tuple[int, int] | None = None) -> 
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
+def to_uint8_array(tensor: torch.Tensor) -> np.ndarray:
+    """float (3, H, W) in [0, 1] -> uint8 (H, W, 3), rounded; values outside [0, 1] are clamped, not wrapped."""
+    array = tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return (array * 255.0).round().astype(np.uint8)
+
+
 def to_image(tensor: torch.Tensor) -> Image.Image:
     """float (3, H, W) in [0, 1] -> RGB PIL."""
-    array = tensor.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray((array * 255).round().astype(np.uint8))
+    return Image.fromarray(to_uint8_array(tensor))
 
 
 # --------------------------------------------------------------------------- letterbox

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.imageio import ImageDecodeError, decode_image, load_image, to_image, to_tensor
+from zoo.imageio import ImageDecodeError, decode_image, load_image, to_image, to_tensor, to_uint8_array
 
 
 def _png(image: Image.Image) -> bytes:
@@ -94,3 +94,14 @@ def test_sources_and_tensors(tmp_path):
     tensor = to_tensor(load_image(np.zeros((3, 6, 8), np.float32)), 4)
     assert tensor.shape == (3, 4, 4) and float(tensor.max()) == 0.0
     assert to_image(tensor).size == (4, 4)
+
+
+def test_uint8_array_rounds_and_clamps_instead_of_wrapping():
+    import torch
+
+    # a decoder overshoots [0, 1]: 1.2 must be white and -0.1 black, not 50 and 230 (uint8 wrap-around)
+    tensor = torch.tensor([1.2, -0.1, 0.5, 0.0]).reshape(1, 2, 2).expand(3, 2, 2)
+    array = to_uint8_array(tensor)
+    assert array.dtype == np.uint8 and array.shape == (2, 2, 3)
+    assert array[..., 0].tolist() == [[255, 0], [128, 0]]
+    assert np.array_equal(np.asarray(to_image(tensor)), array)

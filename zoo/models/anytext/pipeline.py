@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from zoo.imageio import load_image
+from zoo.imageio import load_image, to_uint8_array
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import Generation
 
@@ -178,7 +178,7 @@ class AnyTextPipeline(Pipeline):
             condition = np.maximum(glyph_preview, (p["positions"][0] * 80).astype(np.uint8))
             info = {"caption": p["caption"], "lines": p["lines"], "positions": [q.round(1).tolist() for q in p["polygons"]],
                     "mode": "edit" if p["editing"] else "generate", "guidance_scale": guidance, "sampler": "ddim"}
-            results.append(Generation([_to_uint8(im) for im in images[part]], seeds=seeds[part], steps=steps, timings=timings,
+            results.append(Generation([to_uint8_array(im) for im in images[part]], seeds=seeds[part], steps=steps, timings=timings,
                                       info=info, condition=np.repeat(condition[..., None], 3, -1)))
         return results
 
@@ -190,7 +190,3 @@ def _mask_region(mask: Any, size: int) -> np.ndarray:
     if len(xs) == 0:
         raise TextLineError("the mask is empty: white marks the region to repaint")
     return box_polygon((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1))
-
-
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)

@@ -286,9 +286,9 @@ def _image_batch(images: list[np.ndarray]) -> torch.Tensor:
 
 @torch.no_grad()
 def _codec_round_trip(model: AnyTextModel, images: list[np.ndarray]) -> list[np.ndarray]:
-    from .pipeline import _to_uint8
+    from zoo.imageio import to_uint8_array
 
-    return [_to_uint8(im) for part in _image_batch(images).split(25) for im in model.codec.decode(model.codec.encode(part))]
+    return [to_uint8_array(im) for part in _image_batch(images).split(25) for im in model.codec.decode(model.codec.encode(part))]
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo.diffusion.autoencoder import AutoencoderConfig, DecoderGraph, EncoderGraph, LatentCodec
-from zoo.imageio import load_image, to_tensor
+from zoo.imageio import load_image, to_tensor, to_uint8_array
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import ImageResult
 
@@ -78,10 +78,6 @@ class AutoencoderPipeline(Pipeline):
         for image, recon, shape in zip(images, recons, latent_shapes):
             mse = float(((recon - image) ** 2).mean())
             psnr = float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
-            results.append(ImageResult([_to_uint8(recon)], info={"images": ["reconstruction"], "latent_shape": shape,
+            results.append(ImageResult([to_uint8_array(recon)], info={"images": ["reconstruction"], "latent_shape": shape,
                                                                  "factor": f, "psnr": round(psnr, 3)}))
         return results
-
-
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
-from zoo.imageio import load_image, to_tensor
+from zoo.imageio import load_image, to_tensor, to_uint8_array
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import ImageResult
 
@@ -150,7 +149,7 @@ class DocDiffPipeline(Pipeline):
         n = self.default_steps(steps)
         restored = self.restore(images, n, tile, seed)
         return [
-            ImageResult([_to_uint8(out), _to_uint8(coarse)],
+            ImageResult([to_uint8_array(out), to_uint8_array(coarse)],
                         info={"images": ["restored", "coarse"], "steps": n, "tile": bool(tile), "task": self.config.task})
             for out, coarse in restored
         ]
@@ -160,9 +159,5 @@ class DocDiffPipeline(Pipeline):
         condition in place of CP(x); returns the refined images (plug-and-play, no joint training)."""
         images = [to_tensor(load_image(item)) for item in items]
         n = self.default_steps(steps)
-        return [ImageResult([_to_uint8(out)], info={"images": ["refined"], "steps": n})
+        return [ImageResult([to_uint8_array(out)], info={"images": ["refined"], "steps": n})
                 for out, _ in self.restore(images, n, tile, seed, condition=True)]
-
-
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from zoo.imageio import load_image, to_tensor
+from zoo.imageio import load_image, to_tensor, to_uint8_array
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import ImageResult
 
@@ -140,7 +140,7 @@ class HFDiffPipeline(Pipeline):
         if rows <= 0:
             return
         rgb = band[:3, :rows] / band[3:4, :rows].clamp_min(1e-8)
-        out[top : top + rows] = (rgb.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype(np.uint8)
+        out[top : top + rows] = to_uint8_array(rgb)
 
     # -- prediction ---------------------------------------------------------------------------
     def _predict(self, items: list[Any], seed: int = 0, sampler: str = "one-step", **_: Any) -> list[ImageResult]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from zoo.imageio import load_image
+from zoo.imageio import load_image, to_uint8_array
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import ImageResult
 
@@ -145,7 +145,7 @@ class InterLCMPipeline(Pipeline):
             boxes = []
             h, w = photo.shape[:2]
             for _crop, matrix in plan:
-                face = (restored[k].permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+                face = to_uint8_array(restored[k])
                 k += 1
                 if matrix is None:
                     out = _resize(face, (w, h))

@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from zoo.diffusion.autoencoder import AutoencoderConfig, DecoderGraph, EncoderGraph, LatentCodec
 from zoo.diffusion.autoencoder import preset_config as autoencoder_preset
 from zoo.diffusion.consistency import karras_sigmas, sample_consistency, sample_diffusion, sampling_sigmas
+from zoo.imageio import to_uint8_array
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import Generation
 
@@ -199,10 +199,6 @@ class LatentConsistencyPipeline(Pipeline):
             if labels is not None:
                 extra["class_labels"] = [int(v) for v in labels[part]]
                 extra["class_names"] = [self.config.class_names[int(v)] for v in labels[part]]
-            results.append(Generation([_to_uint8(im) for im in images[part]], seeds=seeds[part], steps=n, timings=share,
+            results.append(Generation([to_uint8_array(im) for im in images[part]], seeds=seeds[part], steps=n, timings=share,
                                       info={**info, **extra}))
         return results
-
-
-def _to_uint8(image: Tensor) -> np.ndarray:
-    return (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
-from zoo.imageio import load_image, to_tensor
+from zoo.imageio import load_image, to_tensor, to_uint8_array
 from zoo.pipeline import GraphSpec, Pipeline, TensorSpec
 from zoo.results import Generation
 
@@ -105,10 +104,6 @@ class NCTPipeline(Pipeline):
             if labels is not None and self.config.class_names:
                 info["class_names"] = [self.config.class_names[int(v)] for v in labels[part]]
                 info["class_from"] = class_from
-            results.append(Generation([_to_uint8(im) for im in generated[part]], seeds=seeds[part], steps=1, timings=timings,
-                                      info=info, condition=_to_uint8(ctrl)))
+            results.append(Generation([to_uint8_array(im) for im in generated[part]], seeds=seeds[part], steps=1, timings=timings,
+                                      info=info, condition=to_uint8_array(ctrl)))
         return results
-
-
-def _to_uint8(image: torch.Tensor) -> np.ndarray:
-    return (image.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.data._rng import rng_for
-from zoo.imageio import letterbox_masks
+from zoo.imageio import letterbox_masks, to_uint8_array
 from zoo.trainable import TrainConfig, TrainTask
 
 from .loss import OneFormerCriterion
@@ -201,10 +201,6 @@ def check_classes(panoptic: Any, model_config: Any) -> None:
         raise ValueError(f"the data's thing classes {things} differ from the model's {tuple(model_config.thing_classes)}")
 
 
-def _as_uint8(image: Tensor) -> np.ndarray:
-    return (image.permute(1, 2, 0).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-
-
 @torch.no_grad()
 def evaluate_segmentation(model: nn.Module, panoptic: Any, batch_size: int = 8, object_mask_threshold: float = 0.8,
                           overlap_threshold: float = 0.8) -> dict[str, float]:
@@ -228,7 +224,7 @@ def evaluate_segmentation(model: nn.Module, panoptic: Any, batch_size: int = 8, 
     detections: list[dict[str, Any]] = []
     for start in range(0, len(panoptic), batch_size):
         items = [panoptic[i] for i in range(start, min(start + batch_size, len(panoptic)))]
-        images = [_as_uint8(it["image"]) for it in items]
+        images = [to_uint8_array(it["image"]) for it in items]
         for item, (cls, masks) in zip(items, pipeline.infer(images, "panoptic")):
             seg = pipeline.postprocess(cls, masks, "panoptic", object_mask_threshold, overlap_threshold)
             pred_map = np.where(seg.segment_map < 0, 0, seg.segment_map)

@@ -16,7 +16,12 @@ the pipeline (overlapping 128 x 128 tiles):
    frequency term, no diffusion) refined by the run's HRR without joint training;
 4. sampling steps against PSNR and time (the faster DDIM jump-step sampler against all T).
 
-Writes bench/results/docdiff-quality-<run folder>-<date>.json.
+Writes bench/results/docdiff-quality-<run folder>-<date>.json. Several `--run`s (one training run a
+seed, same recipe) are benched in turn on the same pages; the document then also reports each
+output's mean ± sample std over the runs and the paired differences (CP + HRR minus CP alone;
+plain U-Net + HRR minus plain U-Net) run by run, in docdiff-quality-<first run>-<N>seeds-<date>.json:
+
+    python -m zoo.bench.docdiff_quality --run runs/a-s0 --run runs/a-s1 --run runs/a-s2 --task deblur --pages 100 --steps 4
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.bench.common import RESULTS_DIR, format_table, machine_info, new_document, write_document
+from zoo.bench.common import RESULTS_DIR, format_table, machine_info, mean_std, new_document, write_document
 
 
 def _pages(seed: int, count: int, size: int, task: str | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
@@ -111,14 +116,16 @@ def evaluate(run: Path, pages: int, size: int, step_list: list[int], plain_steps
         sweep.append({"steps": n, "psnr": m["psnr"], "ssim": m["ssim"], "laplacian_error": m["laplacian_error"],
                       "seconds_per_page": elapsed / pages})
 
-    started = time.perf_counter()
-    plain = train_plain_unet(run, plain_steps, seed)
-    plain_seconds = time.perf_counter() - started
-    with torch.no_grad():
-        plain_out = [_tiled_plain(pipeline, plain, d) for d in degraded]
-    refined = [r[0] for r in pipeline.restore(plain_out, steps, tile=True, seed=0, condition=True)]
-    plug = {"plain_unet": _metrics(plain_out, clean), "plain_unet_hrr": _metrics(refined, clean),
-            "plain_train_steps": plain_steps, "plain_train_seconds": plain_seconds}
+    plug = None
+    if plain_steps > 0:
+        started = time.perf_counter()
+        plain = train_plain_unet(run, plain_steps, seed + int(meta.get("seed") or 0))  # a run of another seed gets another plain U-Net
+        plain_seconds = time.perf_counter() - started
+        with torch.no_grad():
+            plain_out = [_tiled_plain(pipeline, plain, d) for d in degraded]
+        refined = [r[0] for r in pipeline.restore(plain_out, steps, tile=True, seed=0, condition=True)]
+        plug = {"plain_unet": _metrics(plain_out, clean), "plain_unet_hrr": _metrics(refined, clean),
+                "plain_train_steps": plain_steps, "plain_train_seconds": plain_seconds}
     return {
         "training": {k: meta.get(k) for k in ("command", "variant", "data", "seed", "steps", "seconds", "date")},
         "pages": {"count": pages, "size": size, "seed": seed, "task": task or "all", "tasks": tasks},
@@ -146,28 +153,68 @@ def _tiled_plain(pipeline, net: torch.nn.Module, page: torch.Tensor) -> torch.Te
         pipeline.set_runner("refine_step", None)
 
 
+OUTPUTS = ("input", "cp", "cp_hrr", "plain_unet", "plain_unet_hrr")
+METRICS = ("psnr", "ssim", "laplacian_error", "edge_f1")
+PAIRS = (("cp_hrr", "cp"), ("plain_unet_hrr", "plain_unet"))  # the HRR's contribution, jointly trained and plug-and-play
+
+
+def outputs_of(result: dict) -> dict[str, dict[str, float]]:
+    """The outputs' metrics of one `evaluate` result, by output name (the plain U-Net's only where it was trained)."""
+    plug = result["plug_and_play"] or {}
+    return {name: result["results"][name] if name in result["results"] else plug[name] for name in OUTPUTS
+            if name in result["results"] or name in plug}
+
+
+def seed_spread(results: list[dict]) -> dict:
+    """Mean ± sample std of every output's metrics over the runs, and the paired differences run by run."""
+    outputs = [outputs_of(r) for r in results]
+    names = [name for name in OUTPUTS if all(name in o for o in outputs)]
+    summary = {name: {m: mean_std(o[name][m] for o in outputs) for m in METRICS} for name in names}
+    paired = {f"{a} minus {b}": {m: mean_std(o[a][m] - o[b][m] for o in outputs) for m in METRICS} for a, b in PAIRS if a in names}
+    return {"runs": len(results), "summary": summary, "paired": paired}
+
+
+def _cell(stats: dict) -> str:
+    return f"{stats['mean']:.4f} ± {stats['std']:.4f}" if stats["n"] > 1 else f"{stats['mean']:.4f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.bench.docdiff_quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", type=Path, required=True, help="a `zoo train docdiff` output folder")
+    parser.add_argument("--run", type=Path, action="append", required=True,
+                        help="a `zoo train docdiff` output folder; repeat it for one run a seed (mean ± std and paired differences)")
     parser.add_argument("--pages", type=int, default=8, help="held-out pages (the four tasks in turn, or --task)")
     parser.add_argument("--task", type=str, default=None, help="only pages of this degradation (deblur, denoise, watermark, seal)")
     parser.add_argument("--size", type=int, default=256, help="page height and width")
     parser.add_argument("--steps", type=str, default="1,2,4,10,25,100", help="sampling steps to sweep")
-    parser.add_argument("--plain-steps", type=int, default=300, help="training steps of the plain MSE U-Net")
+    parser.add_argument("--plain-steps", type=int, default=300, help="training steps of the plain MSE U-Net (0: skip the plug-and-play check)")
     parser.add_argument("--seed", type=int, default=123, help="seed of the held-out pages")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
     args = parser.parse_args(argv)
+    missing = [str(run) for run in args.run if not (run / "model.json").is_file()]
+    if missing:
+        parser.error(f"not a finished `zoo train docdiff` run (no model.json): {', '.join(missing)}")
     torch.set_num_threads(1)  # tiny convolutions: one thread beats contending for shared cores
+    steps = [int(s) for s in args.steps.split(",")]
     document = new_document("docdiff-quality", quick=False, machine=machine_info(threads=1))
-    document.update(evaluate(args.run, args.pages, args.size, [int(s) for s in args.steps.split(",")], args.plain_steps, args.seed, args.task))
-    path = write_document(document, args.out, Path(args.out) / f"docdiff-quality-{args.run.name}-{document['date']}.json")
-    rows = [[name] + [f"{document['results'][name][m]:.4f}" for m in ("psnr", "ssim", "laplacian_error", "edge_f1")]
-            for name in ("input", "cp", "cp_hrr")]
-    plug = document["plug_and_play"]
-    rows += [[name] + [f"{plug[name][m]:.4f}" for m in ("psnr", "ssim", "laplacian_error", "edge_f1")]
-             for name in ("plain_unet", "plain_unet_hrr")]
-    print(format_table(rows, ["output", "psnr", "ssim", "laplacian_error", "edge_f1"]))
+    results = []
+    for run in args.run:
+        results.append(evaluate(run, args.pages, args.size, steps, args.plain_steps, args.seed, args.task))
+        print(f"{run}: " + ", ".join(f"{name} {m['psnr']:.2f} dB" for name, m in outputs_of(results[-1]).items()), flush=True)
+    document.update(results[0])
+    name = f"docdiff-quality-{args.run[0].name}"
+    if len(results) > 1:
+        document["runs"] = [{"run": str(run), **result} for run, result in zip(args.run, results)]
+        document["seeds"] = seed_spread(results)
+        name += f"-{len(results)}seeds"
+    path = write_document(document, args.out, Path(args.out) / f"{name}-{document['date']}.json")
+    if len(results) > 1:
+        spread = document["seeds"]
+        print(format_table([[out] + [_cell(stats[m]) for m in METRICS] for out, stats in spread["summary"].items()], ["output", *METRICS]))
+        print(format_table([[pair] + [_cell(stats[m]) for m in METRICS] for pair, stats in spread["paired"].items()], ["paired", *METRICS]))
+    else:
+        outputs = outputs_of(document)
+        print(format_table([[out] + [f"{stats[m]:.4f}" for m in METRICS] for out, stats in outputs.items()], ["output", *METRICS]))
     print(format_table([[s["steps"], f"{s['psnr']:.3f}", f"{s['ssim']:.4f}", f"{s['seconds_per_page']:.3f}"] for s in document["steps_sweep"]],
                        ["steps", "psnr", "ssim", "s/page"]))
     print(f"wrote {path}")

@@ -128,6 +128,35 @@ def test_bench_pages_task_filter():
         _pages(123, 1, 64, task="blur")
 
 
+def test_bench_seed_spread_pairs_the_hrr_with_cp_run_by_run():
+    from zoo.bench.docdiff_quality import METRICS, OUTPUTS, seed_spread
+
+    def result(cp_psnr: float, hrr_psnr: float) -> dict:
+        metrics = {name: dict.fromkeys(METRICS, 0.5) for name in OUTPUTS}
+        metrics["cp"]["psnr"], metrics["cp_hrr"]["psnr"] = cp_psnr, hrr_psnr
+        return {"results": {n: metrics[n] for n in OUTPUTS[:3]}, "plug_and_play": {n: metrics[n] for n in OUTPUTS[3:]}}
+
+    # the HRR adds 1, 2 and 3 dB on runs whose CP PSNRs differ by far more: the pairing resolves it
+    spread = seed_spread([result(10.0, 11.0), result(20.0, 22.0), result(30.0, 33.0)])
+    assert spread["runs"] == 3
+    assert spread["summary"]["cp"]["psnr"]["mean"] == pytest.approx(20.0) and spread["summary"]["cp"]["psnr"]["std"] == pytest.approx(10.0)
+    gain = spread["paired"]["cp_hrr minus cp"]["psnr"]
+    assert gain["mean"] == pytest.approx(2.0) and gain["std"] == pytest.approx(1.0) and gain["values"] == pytest.approx([1.0, 2.0, 3.0])
+    assert spread["paired"]["plain_unet_hrr minus plain_unet"]["ssim"]["mean"] == 0.0
+    # --plain-steps 0 benched no plain U-Net: its rows and pair are left out, not filled in
+    no_plain = [{**r, "plug_and_play": None} for r in (result(10.0, 11.0), result(20.0, 22.0))]
+    spread = seed_spread(no_plain)
+    assert set(spread["summary"]) == {"input", "cp", "cp_hrr"} and list(spread["paired"]) == ["cp_hrr minus cp"]
+
+
+def test_bench_refuses_a_folder_that_is_not_a_finished_run(tmp_path, capsys):
+    from zoo.bench.docdiff_quality import main
+
+    with pytest.raises(SystemExit):
+        main(["--run", str(tmp_path), "--out", str(tmp_path)])
+    assert "no model.json" in capsys.readouterr().err
+
+
 def test_procedural_pages_are_a_function_of_the_arguments(tmp_path):
     # A smaller or differently sized set in the same workdir must not keep pages of the earlier one.
     from zoo.data.paired import PairedFolder

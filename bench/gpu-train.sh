@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Demo weights on a lent GPU (issue #21: one GPU minute is worth CPU hours), as one prepared script.
 #
-#   bench/gpu-train.sh OUT_DIR [FAMILY ...]      (default: vidt vidt-plus oneformer efficientad docdiff)
+#   bench/gpu-train.sh OUT_DIR [FAMILY ...]      (default: vidt vidt-plus oneformer efficientad docdiff; anytext when named)
 #
 # Each family trains its micro variant on CUDA with the recipe below for at most its share of
 # ZOO_GPU_TRAIN_BUDGET_S (default 480 s, under the device's 10-minute call limit). At its share the
@@ -38,6 +38,7 @@ recipe() {
         oneformer) echo "oneformer --variant micro --steps 20000 --set train_images=4096" ;;
         efficientad) echo "efficientad --variant micro --steps 70000 --set category=parts --set lr=0.0001" ;;
         docdiff) echo "docdiff --variant micro --steps 6000 --set pages=1024" ;;
+        anytext) echo "anytext --variant micro --steps 100000 --set train_images=200000" ;;  # the CPU demo: 6,000 steps, no legible letters
         *) echo "" ;;
     esac
 }

@@ -77,8 +77,8 @@ def test_gpu_train_recipes_name_real_models_and_settings():
 
     script = REPO / "bench" / "gpu-train.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
-    recipes = re.findall(r"^\s+([a-z-]+)\) echo \"(.+)\" ;;$", script.read_text(), flags=re.M)
-    assert {name for name, _ in recipes} == {"vidt", "vidt-plus", "oneformer", "efficientad", "docdiff"}
+    recipes = re.findall(r"^\s+([a-z-]+)\) echo \"(.+)\" ;;", script.read_text(), flags=re.M)
+    assert {name for name, _ in recipes} == {"vidt", "vidt-plus", "oneformer", "efficientad", "docdiff", "anytext"}
     for name, args in recipes:
         words = args.split()
         card = get_card(words[0])

@@ -149,3 +149,34 @@ def test_user_folder(tmp_path, shapes):
     other = OneFormer(replace(preset_config("micro"), num_classes=5, class_names=("a",) * 5, thing_classes=(0,)))
     with pytest.raises(ValueError, match="categories"):
         build_task(other, str(root), OneFormerTrainConfig(**FAST), seed=0, workdir=tmp_path / "run")
+
+
+def test_quality_bench_scores_each_weights_file_at_both_thresholds(tmp_path):
+    import json
+
+    from zoo.bench.oneformer_quality import THRESHOLDS, main
+    from zoo.registry import build_pipeline, variant_config
+    from zoo.weights import save_weights
+
+    torch.manual_seed(0)
+    pipeline = build_pipeline("oneformer", config=variant_config("oneformer", "micro"))
+    weights = save_weights(pipeline.model, tmp_path / "random.safetensors", {"model": "oneformer", "variant": "micro"})
+    assert main(["--weights", str(weights), "--scenes", "2", "--workdir", str(tmp_path / "scenes"), "--out", str(tmp_path)]) == 0
+    document = json.loads(next(tmp_path.glob("oneformer-quality-2scenes-*.json")).read_text())
+    assert document["scenes"] == {"count": 2, "seed": 0, "split": "val", "image_size": 128}
+    by_threshold = document["results"][str(weights)]
+    assert set(by_threshold) == {str(t) for t in THRESHOLDS}
+    for metrics in by_threshold.values():
+        assert {"pq", "pq_things", "pq_stuff", "miou", "mask_ap"} <= set(metrics)
+        assert all(0.0 <= metrics[k] <= 100.0 for k in ("pq", "miou"))
+    # the scenes are the val split of seed 0, generated once (no training split)
+    meta = json.loads((tmp_path / "scenes" / "seed0-2" / "data" / "shapes" / "meta.json").read_text())
+    assert meta["splits"] == {"train": 0, "val": 2} and meta["seed"] == 0
+
+
+def test_quality_bench_refuses_a_missing_weights_file(tmp_path, capsys):
+    from zoo.bench.oneformer_quality import main
+
+    with pytest.raises(SystemExit):
+        main(["--weights", str(tmp_path / "nope.safetensors")])
+    assert "no such weights file" in capsys.readouterr().err

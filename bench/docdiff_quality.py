@@ -160,9 +160,8 @@ PAIRS = (("cp_hrr", "cp"), ("plain_unet_hrr", "plain_unet"))  # the HRR's contri
 
 def outputs_of(result: dict) -> dict[str, dict[str, float]]:
     """The outputs' metrics of one `evaluate` result, by output name (the plain U-Net's only where it was trained)."""
-    plug = result["plug_and_play"] or {}
-    return {name: result["results"][name] if name in result["results"] else plug[name] for name in OUTPUTS
-            if name in result["results"] or name in plug}
+    merged = {**result["results"], **(result["plug_and_play"] or {})}
+    return {name: merged[name] for name in OUTPUTS if name in merged}
 
 
 def seed_spread(results: list[dict]) -> dict:

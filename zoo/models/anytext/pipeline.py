@@ -166,7 +166,7 @@ class AnyTextPipeline(Pipeline):
                 eps = self.run_graph("control_unet", latents, timestep, context, glyphs, positions, masked_latent)[0].float().cpu()
             latents = scheduler.step(eps, t, latents, eta=0.0).prev_sample
         sampled = time.perf_counter()
-        images = self.run_graph("vae_decoder", latents)[0].float().cpu().clamp(0, 1)
+        images = self.run_graph("vae_decoder", latents)[0].float().cpu()  # to_uint8_array clamps
         done = time.perf_counter()
         n = len(items)
         timings = {"conditions": (conditioned - started) / n, "sample": (sampled - conditioned) / n, "decode": (done - sampled) / n}

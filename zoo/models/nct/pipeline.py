@@ -94,7 +94,7 @@ class NCTPipeline(Pipeline):
         for start in range(0, len(seeds), self.max_batch):
             part = slice(start, start + self.max_batch)
             args = (noise[part], control[part]) + ((labels[part],) if labels is not None else ())
-            images.append(self.run_graph("generate", *args)[0].float().cpu().clamp(0, 1))
+            images.append(self.run_graph("generate", *args)[0].float().cpu())  # to_uint8_array clamps
         generated = torch.cat(images)
         timings = {"control": (prepared - started) / len(items), "generate": (time.perf_counter() - prepared) / len(items)}
         results = []

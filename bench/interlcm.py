@@ -2,6 +2,7 @@
 
     python -m zoo.bench.interlcm ablation --seeds 0,1,2                 # the bundled micro demo weights
     python -m zoo.bench.interlcm ablation --weights runs/interlcm/model.safetensors --seeds 0,1,2
+    python -m zoo.bench.interlcm ablation --variant micro-128 --arms lq-4 --seeds 0,1,2   # 128-px crops
 
 Arms, all with the same trained networks (one `zoo train` run; see docs/models/interlcm.md):
 - `lq-4` (InterLCM): the LQ latent as step 1's x0 estimate, re-noised to t1, UNet + ControlNet at 759, 499, 259;
@@ -33,21 +34,26 @@ ARMS = {"lq-4": {"start": "lq", "steps": 4, "colour_fix": True},
         "lq-4-nofix": {"start": "lq", "steps": 4, "colour_fix": False}}
 
 
-def ablation(seeds: list[int], weights: str | None = None, faces: int = 120) -> dict[str, Any]:
+def ablation(seeds: list[int], weights: str | None = None, faces: int = 120, variant: str = "micro",
+             arms: list[str] | None = None) -> dict[str, Any]:
+    """`arms` (default all; `lq-4` always runs, the others are measured against it) on each seed's held-out faces,
+    degraded at the variant's training ranges."""
     from zoo.diffusion.perceptual import build_perceptual
-    from zoo.models.interlcm import MICRO_TRAIN, InterLCMTrainConfig, restoration_metrics
+    from zoo.models.interlcm import CARD, InterLCMTrainConfig, restoration_metrics
     from zoo.models.interlcm.train import face_datasets
     from zoo.registry import create_model
 
-    pipeline = create_model("interlcm", "micro", weights=weights)
+    chosen = {name: ARMS[name] for name in ARMS if name == "lq-4" or arms is None or name in arms}
+    pipeline = create_model("interlcm", variant, weights=weights)
     model = pipeline.model.eval()
+    recipe = CARD.train_stages["interlcm"].variant_defaults[variant]
     keys = ("blur_sigma", "downsample_range", "eval_items")
-    config = InterLCMTrainConfig(**{k: MICRO_TRAIN[k] for k in keys if k in MICRO_TRAIN})
+    config = InterLCMTrainConfig(**{k: recipe[k] for k in keys if k in recipe})
     perceptual, used = build_perceptual("shapes")
-    rows: dict[str, list[dict[str, float]]] = {name: [] for name in (*ARMS, "lq input")}
+    rows: dict[str, list[dict[str, float]]] = {name: [] for name in (*chosen, "lq input")}
     for seed in seeds:
         _, held, desc = face_datasets("synthetic", model.config.image_size, seed, config, 1, faces)
-        for name, arm in ARMS.items():
+        for name, arm in chosen.items():
             metrics = restoration_metrics(model, held, steps=arm["steps"], start=arm["start"], colour_fix=arm["colour_fix"],
                                           seed=seed, perceptual=perceptual)
             rows[name].append({k: metrics[k] for k in ("psnr", "ssim", "perceptual", "seconds_per_face")})
@@ -57,7 +63,7 @@ def ablation(seeds: list[int], weights: str | None = None, faces: int = 120) -> 
             log(f"seed {seed} {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[name][-1].items()))
     summary = {name: {k: mean_std(r[k] for r in runs) for k in runs[0]} for name, runs in rows.items()}
     paired = {}
-    for other in ("noise-4", "lq-2", "lq-4-nofix"):
+    for other in [name for name in chosen if name != "lq-4"]:
         diffs = {k: [a[k] - b[k] for a, b in zip(rows["lq-4"], rows[other])] for k in ("psnr", "ssim", "perceptual")}
         paired[f"lq-4 minus {other}"] = {k: {**mean_std(v), "per_seed": v} for k, v in diffs.items()}
     return {"data": desc, "faces_per_seed": faces, "perceptual_net": used, "per_seed": rows, "summary": summary, "paired": paired}
@@ -67,7 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zoo.bench.interlcm")
     parser.add_argument("suite", choices=("ablation",))
     parser.add_argument("--seeds", type=seed_list, default="0,1,2")
-    parser.add_argument("--weights", default=None, help="our weights file (default: the bundled micro demo weights)")
+    parser.add_argument("--weights", default=None, help="our weights file (default: the variant's bundled demo weights)")
+    parser.add_argument("--variant", default="micro", help="micro (64-px crops) or micro-128")
+    parser.add_argument("--arms", default=None, help=f"comma-separated subset of {','.join(ARMS)} (default all)")
     parser.add_argument("--faces", type=int, default=120)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS_DIR))
@@ -75,9 +83,15 @@ def main(argv: list[str] | None = None) -> None:
     threads = pin_threads(args.threads)
     torch.manual_seed(0)
     seeds = args.seeds
-    results = ablation(seeds, args.weights, args.faces)
-    doc = new_document("interlcm-ablation", quick=False, machine=machine_info(threads),
-                       settings={"seeds": seeds, "weights": args.weights or "bundled micro-demo", "arms": ARMS}, results=results)
+    arms = args.arms.split(",") if args.arms else None
+    unknown = sorted(set(arms or ()) - set(ARMS))
+    if unknown:
+        parser.error(f"unknown arms {unknown}; choose from {list(ARMS)}")
+    results = ablation(seeds, args.weights, args.faces, args.variant, arms)
+    suite = "interlcm-ablation" if args.variant == "micro" else f"interlcm-ablation-{args.variant}"
+    doc = new_document(suite, quick=False, machine=machine_info(threads),
+                       settings={"seeds": seeds, "variant": args.variant, "weights": args.weights or f"bundled {args.variant} demo",
+                                 "arms": {name: ARMS[name] for name in results["summary"] if name in ARMS}}, results=results)
     path = write_document(doc, args.out)
     table = [[name, *(f"{s[k]['mean']:.4f} ± {s[k]['std']:.4f}" for k in ("psnr", "ssim", "perceptual", "seconds_per_face"))]
              for name, s in results["summary"].items()]

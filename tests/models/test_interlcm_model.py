@@ -119,3 +119,16 @@ def test_chain_starts_from_the_lq_latent(model):
             assert len(calls) == 4
     finally:
         handle.remove()
+
+
+def test_micro_128_is_the_micro_at_twice_the_crop(model):
+    """micro-128 (issue #15) holds the micro's networks: the micro's weights load strictly and a 128-px crop
+    comes back at 128 px, through 32 x 32 latents."""
+    big = InterLCMModel(micro_config(image_size=128)).eval()
+    big.load_state_dict(model.state_dict(), strict=True)
+    assert registry.parameter_counts("interlcm", "micro-128") == registry.parameter_counts("interlcm", "micro")
+    lq = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        assert big.encode(lq).shape == (1, 4, 32, 32)
+        restored = big.decode(big.restore_latents(lq, big.prompt(lq), [torch.randn(1, 4, 32, 32) for _ in range(3)], steps=4))
+    assert restored.shape == (1, 3, 128, 128) and torch.isfinite(restored).all()

@@ -144,3 +144,15 @@ def test_a_new_lcm_restarts_the_spatial_encoder_as_its_copy(tmp_path):
     control = target.model.controlnet
     torch.testing.assert_close(control.down_blocks.state_dict()["0.resnets.0.conv1.weight"], source.unet.down_blocks[0].resnets[0].conv1.weight)
     assert all(float(p.detach().abs().sum()) == 0 for p in control.controlnet_down_blocks.parameters())
+
+
+def test_bench_arms_subset_reads_the_variants_recipe():
+    """bench/interlcm.py's `--variant micro-128 --arms lq-2`: lq-4 always runs (the others are paired against it),
+    the held-out faces come at the variant's crop size, degraded at its training ranges."""
+    from zoo.bench.interlcm import ablation
+
+    results = ablation([0], weights="random", faces=2, variant="micro-128", arms=["lq-2"])
+    assert set(results["summary"]) == {"lq-4", "lq-2", "lq input"}
+    assert set(results["paired"]) == {"lq-4 minus lq-2"}
+    assert all(len(rows) == 1 for rows in results["per_seed"].values())
+    assert "128px" in results["data"]

@@ -57,14 +57,18 @@ CLIP_B16_PARAMS = 85_799_424
 SD15_CONTROLNET_PARAMS = 361_279_120
 
 
-def micro_config(num_steps: int = 4) -> InterLCMConfig:
-    """64-px faces, a 32-64 UNet on 16x16x4 latents of an f4 VAE, a 2-layer 48-wide CLIP on 32-px inputs."""
+def micro_config(num_steps: int = 4, image_size: int = 64) -> InterLCMConfig:
+    """64-px faces (or `image_size`), a 32-64 UNet on 16x16x4 latents of an f4 VAE, a 2-layer 48-wide CLIP on 32-px inputs.
+
+    Every network but CLIP (which sees the face resized to 32 px) is convolutional, so `micro-128` is the same
+    networks at 128-px crops: the same weights load into either.
+    """
     from zoo.diffusion.autoencoder import preset_config
 
-    vae = preset_config("micro-f4").diffusers_config() | {"sample_size": 64}
+    vae = preset_config("micro-f4").diffusers_config() | {"sample_size": image_size}
     return InterLCMConfig(
-        image_size=64,
-        unet=dict(sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        image_size=image_size,
+        unet=dict(sample_size=image_size // 4, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
                   down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
                   cross_attention_dim=48, attention_head_dim=8, norm_num_groups=16, time_cond_proj_dim=32),
         vae=vae, latent_scale=1.0,
@@ -95,13 +99,26 @@ MICRO_TRAIN = {"steps": 2100, "batch_size": 8, "lr": 5e-4, "gan_start": 1_000_00
 # micro base: the VAE for 3,000 steps, then the UNet for 3,000 (the totals of the bundled weights' runs: 600 VAE steps
 # held faces at 19.6 dB PSNR and capped the restoration below its input; 3,000 reach 32.6 dB)
 MICRO_BASE = {"steps": 6000, "vae_steps": 3000, "batch_size": 16, "log_every": 50, "ckpt_every": 250}
+# micro-128: the micro's networks at 128-px crops (issue #15: the 64-px crop held the bundled photo's 90-px face
+# at ~32 px, so the pasted face carried less detail than its input). Fine-tuned from the micro's weights
+# (`--weights micro-demo.safetensors`, the ControlNet kept, not restarted) at batch 4; degradations scaled with the
+# crop (blur sigma to 3, downsampling to 6: the photo's x3 at 256 px is ~x2 on the 128-px aligned crop).
+MICRO_128_TRAIN = {**MICRO_TRAIN, "steps": 600, "batch_size": 4, "spatial_init": "keep", "blur_sigma": (0.1, 3.0),
+                   "downsample_range": (1.0, 6.0)}
 DEMO_DATA = ("120 held-out aligned 64-px faces (lfw_subset[180:] and 100 procedural faces of another seed), CodeFormer "
              "degradation at the micro ranges; PSNR / SSIM on RGB, perceptual = LPIPS-form distance in zoo's shapes net")
+DEMO_DATA_128 = DEMO_DATA.replace("64-px", "128-px").replace("micro ranges", "micro-128 ranges")
+RESTORATION_METRICS = ("psnr", "ssim", "perceptual", "psnr_lq", "ssim_lq", "perceptual_lq")
 
 
 def _card(name: str, steps: int) -> ModelCard:
     micro_weights = "micro-demo.safetensors" if steps == 4 else f"micro-{steps}step.safetensors"
+    micro_128_weights = micro_weights.replace("micro-", "micro-128-")
     sidecar = WEIGHTS / micro_weights.replace(".safetensors", ".json")
+    sidecar_128 = WEIGHTS / micro_128_weights.replace(".safetensors", ".json")
+
+    def bundled(file: str) -> str | None:
+        return file if (WEIGHTS / file).is_file() else None
     return ModelCard(
         name=name,
         task="face restoration",
@@ -118,7 +135,11 @@ def _card(name: str, steps: int) -> ModelCard:
             "micro": VariantSpec(micro_config(steps),
                                  description="64-px faces: UNet 32-64 (guidance embedding 32) on 16x16x4 latents of an f4 VAE, 2-layer CLIP "
                                              "on 32 px, VisualEncoder nf 16; a stand-in LCM trained by the base stage; CPU tests and demo",
-                                 demo_weights=micro_weights if (WEIGHTS / micro_weights).is_file() else None),
+                                 demo_weights=bundled(micro_weights)),
+            "micro-128": VariantSpec(micro_config(steps, image_size=128),
+                                     description="the micro's networks at 128-px face crops (32x32x4 latents), fine-tuned there "
+                                                 "from the micro's weights; the demo's photo restorations",
+                                     demo_weights=bundled(micro_128_weights)),
             "sd15": VariantSpec(sd15_config(steps),
                                 description="the paper's: LCM_Dreamshaper_v7 (SD1.5 UNet with guidance embedding, SD VAE), CLIP ViT-B/16, "
                                             "VisualEncoder nf 64 mult 2-4-8, ControlNet of SD1.5's UNet; 512-px faces; load with "
@@ -144,7 +165,8 @@ def _card(name: str, steps: int) -> ModelCard:
                                    "the paper's stage: Visual Encoder + Spatial Encoder (ControlNet, restarted as a copy of the "
                                    "loaded UNet) through the few-step chain from the LQ latent; L1 + perceptual + hinge GAN; "
                                    "finalize scores held-out faces (PSNR / SSIM / perceptual, LQ for reference)",
-                                   variant_defaults={"micro": {**MICRO_TRAIN, "num_steps": steps}}, train_graph="denoise"),
+                                   variant_defaults={"micro": {**MICRO_TRAIN, "num_steps": steps},
+                                                     "micro-128": {**MICRO_128_TRAIN, "num_steps": steps}}, train_graph="denoise"),
             "base": TrainStage(build_base_task, BaseTrainConfig,
                                "micro only, not the paper's: the stand-in LCM (VAE, then latent scale, then an epsilon-prediction "
                                "UNet with the guidance embedding) on the same faces; run it first, then --stage interlcm "
@@ -152,7 +174,8 @@ def _card(name: str, steps: int) -> ModelCard:
         },
         examples=(str(EXAMPLES / "astronaut-degraded.png"),) if (EXAMPLES / "astronaut-degraded.png").is_file() else (),
         converter=convert_state_dict,
-        metrics=sidecar_metrics(sidecar, "micro", DEMO_DATA, ("psnr", "ssim", "perceptual", "psnr_lq", "ssim_lq", "perceptual_lq")),
+        metrics=(sidecar_metrics(sidecar, "micro", DEMO_DATA, RESTORATION_METRICS)
+                 + sidecar_metrics(sidecar_128, "micro-128", DEMO_DATA_128, RESTORATION_METRICS)),
         notes="Needs facenet-pytorch for photos (pip install --no-deps facenet-pytorch==2.6.0: its MTCNN weights ship in the "
               "wheel); without it a photo is restored as one aligned face.",
     )
@@ -166,7 +189,7 @@ CARD = _card("interlcm", 4)
 register_model(CARD)(interlcm)
 
 __all__ = [
-    "CARD", "CLIP_B16", "FFHQ_TEMPLATE_512", "MICRO_BASE", "MICRO_TRAIN", "SD15_UNET", "BaseTrainConfig", "BaseTrainable", "Face", "FaceSearch",
+    "CARD", "CLIP_B16", "FFHQ_TEMPLATE_512", "MICRO_128_TRAIN", "MICRO_BASE", "MICRO_TRAIN", "SD15_UNET", "BaseTrainConfig", "BaseTrainable", "Face", "FaceSearch",
     "InterLCMConfig", "InterLCMModel", "InterLCMPipeline", "InterLCMTrainConfig", "InterLCMTrainable", "PatchDiscriminator",
     "VisualEncoder", "align_face", "basicsr_params", "build_base_task", "build_task", "clip_state", "convert_state_dict",
     "find_faces", "guidance_embedding", "hinge_discriminator_loss", "hinge_generator_loss", "interlcm", "lcm_alphas_cumprod",

@@ -25,12 +25,19 @@ THRESHOLDS = (0.8, 0.4)  # the official object_mask_threshold, and a lower one f
 SHOWN = ("pq", "pq_things", "pq_stuff", "miou", "mask_ap")
 
 
-def heldout_scenes(workdir: Path, scenes: int, seed: int, image_size: int = 128) -> Any:
-    """`CocoPanoptic` of `scenes` val-split scenes under `seed` (generated once into `workdir`)."""
-    from zoo.data.coco import CocoPanoptic
+def heldout_root(workdir: Path, scenes: int, seed: int, image_size: int = 128) -> Path:
+    """A folder of `scenes` val-split procedural shapes scenes under `seed`, in COCO instances and panoptic
+    (generated once into `workdir`; scenes depend on seed, split and index only, never on a run's training count)."""
     from zoo.models.oneformer.train import procedural_data
 
-    root = procedural_data(workdir, 0, scenes, seed, image_size)
+    return procedural_data(workdir, 0, scenes, seed, image_size)
+
+
+def heldout_scenes(workdir: Path, scenes: int, seed: int, image_size: int = 128) -> Any:
+    """`CocoPanoptic` of `heldout_root`'s scenes."""
+    from zoo.data.coco import CocoPanoptic
+
+    root = heldout_root(workdir, scenes, seed, image_size)
     return CocoPanoptic(root / "images", root / "annotations" / "panoptic_val.json", root / "annotations" / "panoptic_val")
 
 

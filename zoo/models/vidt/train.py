@@ -244,6 +244,16 @@ def evaluate_coco(model: nn.Module, dataset: ViDTDataset, batch_size: int = 8, m
     return metrics
 
 
+def evaluation_set(root: Path, model_config: Any, label_offset: bool | None = None, split: str = "val") -> ViDTDataset:
+    """A COCO folder's `split` as `evaluate_coco` reads it (no flips; mask AP reads the annotations' masks).
+    `label_offset` None: decided from the split's categories (`label_mode`)."""
+    coco = _coco_split(Path(root), split, False)
+    offset = label_mode(coco, int(model_config.num_classes)) if label_offset is None else label_offset
+    return ViDTDataset(coco, int(model_config.image_size), offset, hflip=False, with_masks=False,
+                       mean=tuple(getattr(model_config, "pixel_mean", IMAGENET_MEAN)),
+                       std=tuple(getattr(model_config, "pixel_std", IMAGENET_STD)))
+
+
 # ---------------------------------------------------------------------------- the task
 
 
@@ -260,10 +270,7 @@ def build_task(model: nn.Module, data: str, config: ViDTTrainConfig, seed: int, 
     dataset = ViDTDataset(train_coco, int(mc.image_size), offset, hflip=config.hflip, with_masks=with_masks, mean=mean, std=std)
     val_set = None
     if (root / "annotations" / "instances_val.json").is_file():
-        val_coco = _coco_split(root, "val", False)
-        if len(val_coco):
-            val_set = ViDTDataset(val_coco, int(mc.image_size), offset, hflip=False,
-                                  with_masks=False, mean=mean, std=std)
+        val_set = evaluation_set(root, mc, offset) or None
     module = ViDTTrainable(model, ViDTCriterion(mc))
 
     def evaluate(module: nn.Module) -> dict[str, float]:

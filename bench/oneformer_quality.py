@@ -41,6 +41,28 @@ def heldout_scenes(workdir: Path, scenes: int, seed: int, image_size: int = 128)
     return CocoPanoptic(root / "images", root / "annotations" / "panoptic_val.json", root / "annotations" / "panoptic_val")
 
 
+def add_side_by_side_args(parser: argparse.ArgumentParser, weights_help: str, scenes_help: str = "held-out scenes") -> None:
+    """The options of a bench that scores weights files side by side on `heldout_root`'s scenes."""
+    parser.add_argument("--weights", type=Path, action="append", required=True, help=f"{weights_help}; repeat to compare")
+    parser.add_argument("--variant", default="micro")
+    parser.add_argument("--scenes", type=int, default=128, help=scenes_help)
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the procedural val split")
+    parser.add_argument("--workdir", type=Path, default=Path("runs/oneformer-heldout"), help="where the scenes are generated")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+
+
+def parse_side_by_side_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parsed and checked (every weights file present, a scene or more); pins torch to one thread."""
+    args = parser.parse_args(argv)
+    missing = [str(w) for w in args.weights if not w.is_file()]
+    if missing:
+        parser.error(f"no such weights file: {', '.join(missing)}")
+    if args.scenes < 1:
+        parser.error("--scenes must be at least 1")
+    torch.set_num_threads(1)  # a micro model: one thread beats contending for shared cores
+    return args
+
+
 def score(weights: Path, scenes: Any, variant: str = "micro") -> dict[str, dict[str, float]]:
     """The weights' metrics at each threshold, by threshold."""
     from zoo.models.oneformer.train import evaluate_segmentation
@@ -53,19 +75,8 @@ def score(weights: Path, scenes: Any, variant: str = "micro") -> dict[str, dict[
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.bench.oneformer_quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, action="append", required=True, help="a OneFormer .safetensors file; repeat to compare")
-    parser.add_argument("--variant", default="micro")
-    parser.add_argument("--scenes", type=int, default=128, help="held-out scenes (100 or more resolve a few PQ points)")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the procedural val split")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/oneformer-heldout"), help="where the scenes are generated")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
-    args = parser.parse_args(argv)
-    missing = [str(w) for w in args.weights if not w.is_file()]
-    if missing:
-        parser.error(f"no such weights file: {', '.join(missing)}")
-    if args.scenes < 1:
-        parser.error("--scenes must be at least 1")
-    torch.set_num_threads(1)  # a micro model: one thread beats contending for shared cores
+    add_side_by_side_args(parser, "a OneFormer .safetensors file", "held-out scenes (100 or more resolve a few PQ points)")
+    args = parse_side_by_side_args(parser, argv)
     scenes = heldout_scenes(args.workdir / f"seed{args.data_seed}-{args.scenes}", args.scenes, args.data_seed)
     document = new_document("oneformer-quality", quick=False, machine=machine_info(threads=1))
     document.update({"scenes": {"count": args.scenes, "seed": args.data_seed, "split": "val", "image_size": 128},

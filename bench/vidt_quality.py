@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from zoo.bench.common import RESULTS_DIR, format_table, machine_info, new_document, write_document
-from zoo.bench.oneformer_quality import heldout_root
+from zoo.bench.common import format_table, machine_info, new_document, write_document
+from zoo.bench.oneformer_quality import add_side_by_side_args, heldout_root, parse_side_by_side_args
 
 SHOWN = ("box_AP", "box_AP50", "box_AP75", "mask_AP", "mask_AP50")
 
@@ -36,20 +34,9 @@ def score(model_name: str, weights: Path, root: Path, variant: str = "micro") ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m zoo.bench.vidt_quality", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, action="append", required=True, help="a .safetensors file of --model; repeat to compare")
     parser.add_argument("--model", default="vidt", choices=("vidt", "vidt-plus"))
-    parser.add_argument("--variant", default="micro")
-    parser.add_argument("--scenes", type=int, default=128, help="held-out scenes")
-    parser.add_argument("--data-seed", type=int, default=0, help="seed of the procedural val split")
-    parser.add_argument("--workdir", type=Path, default=Path("runs/oneformer-heldout"), help="where the scenes are generated")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
-    args = parser.parse_args(argv)
-    missing = [str(w) for w in args.weights if not w.is_file()]
-    if missing:
-        parser.error(f"no such weights file: {', '.join(missing)}")
-    if args.scenes < 1:
-        parser.error("--scenes must be at least 1")
-    torch.set_num_threads(1)  # a micro model: one thread beats contending for shared cores
+    add_side_by_side_args(parser, "a .safetensors file of --model")
+    args = parse_side_by_side_args(parser, argv)
     root = heldout_root(args.workdir / f"seed{args.data_seed}-{args.scenes}", args.scenes, args.data_seed)
     document = new_document("vidt-quality", quick=False, machine=machine_info(threads=1))
     document.update({"model": args.model, "variant": args.variant,

@@ -151,7 +151,8 @@ def face_examples(folder: Path) -> list[Path]:
     write_png(folder / "astronaut-clean.png", clean)
     return [_write(folder, "astronaut-degraded", (degraded * 255 + 0.5).astype(np.uint8), {
         "check": "restoration", "generator": "zoo.data.degradation.codeformer_degrade (blur 1.2, x3, noise 8, JPEG 60) "
-        "on scikit-image's astronaut", "seed": EXAMPLE_SEED, "clean": "astronaut-clean.png", "task": "face restoration"})]
+        "on scikit-image's astronaut", "seed": EXAMPLE_SEED, "clean": "astronaut-clean.png", "task": "face restoration",
+        "variants": ["micro", "micro-128"]})]
 
 
 WRITERS: dict[str, tuple[str, Callable[[Path], list[Path]]]] = {

@@ -121,6 +121,8 @@ def _card(name: str, steps: int) -> ModelCard:
         return file if (WEIGHTS / file).is_file() else None
     return ModelCard(
         name=name,
+        # the demo restores photos at 128-px crops where those weights are bundled (the 64-px micro blurs a larger face)
+        default_variant="micro-128" if bundled(micro_128_weights) else "micro",
         task="face restoration",
         title="InterLCM: Low-Quality Images as Intermediate States of Latent Consistency Models for Effective Blind Face Restoration",
         year=2025,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     card = get_card("docdiff")
     variants = [v for v in args.variants.split(",") if v] or [v for v in card.variants if card.demo_weights_path(v)]
     document = new_document("docdiff-real", quick=False, machine=machine_info(),
-                            command="python -m zoo.bench.docdiff_real " + " ".join(argv or []))
+                            command=" ".join(["python -m zoo.bench.docdiff_real", *(sys.argv[1:] if argv is None else argv)]))
     rows = evaluate(variants, args.seeds, ocr=not args.no_ocr)
     document.update(pages=list(PAGES), rows=rows, verdicts=verdicts(rows))
     path = write_document(document, args.out, Path(args.out) / f"docdiff-real-cpu-{document['date']}.json")
